@@ -1,0 +1,8 @@
+//! SeaORM entities for onramp's tables. Tables only: the GraphQL types live in the server,
+//! because the API is not the table. Status columns hold the upper-case names of the
+//! domain's enums (see `onramp::domain`); the persistence layer maps them.
+
+pub mod enrollment;
+pub mod flow;
+pub mod step_progress;
+pub mod subject;

@@ -1,0 +1,26 @@
+//! One step's state inside an enrollment. A step with no row is PENDING.
+use sea_orm::entity::prelude::*;
+
+#[sea_orm::model]
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "step_progress")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub enrollment_id: i64,
+    pub step_key: String,
+    /// PENDING, IN_PROGRESS, COMPLETED or SKIPPED.
+    pub status: String,
+    pub started_at: Option<DateTimeUtc>,
+    pub completed_at: Option<DateTimeUtc>,
+    pub skipped_at: Option<DateTimeUtc>,
+    pub skip_reason: Option<String>,
+    /// What the subject answered, e.g. `{"invited_count": 3}`.
+    #[sea_orm(column_type = "JsonBinary", nullable)]
+    pub metadata: Option<Json>,
+    /// USER, EVENT or ADMIN.
+    pub source: String,
+    pub updated_at: DateTimeUtc,
+}
+
+impl ActiveModelBehavior for ActiveModel {}

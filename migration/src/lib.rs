@@ -1,0 +1,15 @@
+//! onramp's schema migrations. Every migration runs on SQLite and PostgreSQL: JSON columns
+//! are JSONB on PostgreSQL, timestamps carry a time zone.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261121_000001_core;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261121_000001_core::Migration)]
+    }
+}

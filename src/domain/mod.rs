@@ -1,0 +1,16 @@
+//! The product's rules, pure: flow definitions and their validation, the condition
+//! language, applicability, dependency gating, progress and completion. Nothing here
+//! touches a database, the network or the clock: callers pass `now` in.
+
+pub mod condition;
+pub mod flow;
+pub mod progress;
+pub mod validation;
+
+pub use condition::{Condition, Facts, Op, Path};
+pub use flow::{FlowDefinition, FlowScope, FlowStatus, StepDefinition, Trigger};
+pub use progress::{
+    Command, Enrollment, EnrollmentStatus, Outcome, ProgressError, ProgressView, Source, StepState, StepStatus,
+    StepView,
+};
+pub use validation::{Problem, parse_flow};

@@ -1,0 +1,631 @@
+//! Publishing validates a whole flow definition and reports every problem at once, each
+//! with a JSON path and a stable code, so an author fixes everything in one round.
+//!
+//! Stages, in order: shape (types, required fields, unknown fields), keys (syntax,
+//! duplicates), references (dependsOn and answer paths point at known, earlier steps),
+//! the dependency graph (cycles). Conditions are parsed inside the shape stage with the
+//! step keys already known, so their references are checked where they are written.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::condition::{Condition, Op, Path};
+use super::flow::{FlowDefinition, FlowScope, StepDefinition, Trigger};
+use super::progress::StepStatus;
+
+/// One thing wrong with a definition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// Where, as a JSON path: `$.steps[2].dependsOn[0]`.
+    pub path: String,
+    /// A stable, machine-readable code such as `DEPENDENCY_CYCLE`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.path, self.code, self.message)
+    }
+}
+
+/// The stable problem codes, documented in the README.
+pub mod codes {
+    pub const INVALID_DEFINITION: &str = "INVALID_DEFINITION";
+    pub const MISSING_FIELD: &str = "MISSING_FIELD";
+    pub const WRONG_TYPE: &str = "WRONG_TYPE";
+    pub const UNKNOWN_FIELD: &str = "UNKNOWN_FIELD";
+    pub const EMPTY_FLOW: &str = "EMPTY_FLOW";
+    pub const INVALID_KEY: &str = "INVALID_KEY";
+    pub const DUPLICATE_STEP_KEY: &str = "DUPLICATE_STEP_KEY";
+    pub const UNKNOWN_DEPENDENCY: &str = "UNKNOWN_DEPENDENCY";
+    pub const FORWARD_DEPENDENCY: &str = "FORWARD_DEPENDENCY";
+    pub const DEPENDENCY_CYCLE: &str = "DEPENDENCY_CYCLE";
+    pub const INVALID_CONDITION: &str = "INVALID_CONDITION";
+    pub const UNKNOWN_OPERATOR: &str = "UNKNOWN_OPERATOR";
+    pub const WRONG_VALUE_TYPE: &str = "WRONG_VALUE_TYPE";
+    pub const INVALID_PATH: &str = "INVALID_PATH";
+    pub const UNKNOWN_ANSWER_REFERENCE: &str = "UNKNOWN_ANSWER_REFERENCE";
+    pub const INVALID_TRIGGER: &str = "INVALID_TRIGGER";
+    pub const NEGATIVE_POINTS: &str = "NEGATIVE_POINTS";
+    pub const REQUIRED_STEP_SKIPPABLE: &str = "REQUIRED_STEP_SKIPPABLE";
+    pub const UNSUPPORTED_SCOPE: &str = "UNSUPPORTED_SCOPE";
+}
+use codes::*;
+
+const MAX_KEY_LEN: usize = 64;
+
+/// Keys are what clients and conditions refer to (`steps.<key>.status`), so they are
+/// plain identifiers: a letter, then letters, digits, `_` or `-`.
+pub fn is_valid_key(key: &str) -> bool {
+    let mut chars = key.chars();
+    key.len() <= MAX_KEY_LEN
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, code: &'static str, message: impl Into<String>) {
+        self.0.push(Problem { path: path.into(), code, message: message.into() });
+    }
+}
+
+/// Parses and validates a definition. Either a valid flow or every problem found.
+pub fn parse_flow(raw: &Value) -> Result<FlowDefinition, Vec<Problem>> {
+    let mut problems = Problems::default();
+    let Some(obj) = raw.as_object() else {
+        problems.add("$", INVALID_DEFINITION, "a flow definition is a JSON object");
+        return Err(problems.0);
+    };
+    unknown_fields(obj, "$", &["key", "title", "description", "scope", "steps"], &mut problems);
+
+    let key = required_string(obj, "$", "key", &mut problems);
+    if let Some(k) = &key
+        && !is_valid_key(k)
+    {
+        problems.add("$.key", INVALID_KEY, key_message(k));
+    }
+    let title = required_string(obj, "$", "title", &mut problems);
+    let description = optional_string(obj, "$", "description", &mut problems);
+    let scope = match obj.get("scope") {
+        None | Some(Value::Null) => FlowScope::User,
+        Some(Value::String(s)) => match FlowScope::parse(s) {
+            Some(FlowScope::User) => FlowScope::User,
+            Some(FlowScope::Workspace) => {
+                problems.add("$.scope", UNSUPPORTED_SCOPE, "WORKSPACE-scoped flows are not supported yet: use USER");
+                FlowScope::User
+            }
+            None => {
+                problems.add("$.scope", WRONG_TYPE, format!("scope is USER or WORKSPACE, not `{s}`"));
+                FlowScope::User
+            }
+        },
+        Some(_) => {
+            problems.add("$.scope", WRONG_TYPE, "scope is a string: USER or WORKSPACE");
+            FlowScope::User
+        }
+    };
+
+    let raw_steps: &[Value] = match obj.get("steps") {
+        None => {
+            problems.add("$.steps", MISSING_FIELD, "a flow needs a `steps` array");
+            &[]
+        }
+        Some(Value::Array(items)) => {
+            if items.is_empty() {
+                problems.add("$.steps", EMPTY_FLOW, "a flow needs at least one step");
+            }
+            items
+        }
+        Some(_) => {
+            problems.add("$.steps", WRONG_TYPE, "`steps` is an array of step objects");
+            &[]
+        }
+    };
+
+    // Stage 2: keys. Positions are by first occurrence, so later duplicates are reported.
+    let mut position: HashMap<String, usize> = HashMap::new();
+    for (i, step) in raw_steps.iter().enumerate() {
+        if let Some(Value::String(k)) = step.get("key") {
+            if !is_valid_key(k) {
+                problems.add(format!("$.steps[{i}].key"), INVALID_KEY, key_message(k));
+            }
+            if let Some(first) = position.get(k) {
+                problems.add(
+                    format!("$.steps[{i}].key"),
+                    DUPLICATE_STEP_KEY,
+                    format!("step key `{k}` is already used by $.steps[{first}]"),
+                );
+            } else {
+                position.insert(k.clone(), i);
+            }
+        }
+    }
+
+    let steps: Vec<Option<StepDefinition>> = raw_steps
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| parse_step(raw, i, &position, &mut problems))
+        .collect();
+
+    // Stage 4: cycles, over the dependencies that name known steps.
+    for cycle in find_cycles(&steps) {
+        let names = cycle.iter().map(|&i| steps[i].as_ref().map_or("?", |s| s.key.as_str())).collect::<Vec<_>>();
+        problems.add(
+            format!("$.steps[{}].dependsOn", cycle[0]),
+            DEPENDENCY_CYCLE,
+            format!("dependency cycle: {} -> {}", names.join(" -> "), names[0]),
+        );
+    }
+
+    match (problems.0.is_empty(), key, title) {
+        (true, Some(key), Some(title)) => Ok(FlowDefinition {
+            key,
+            title,
+            description,
+            scope,
+            steps: steps.into_iter().flatten().collect(),
+        }),
+        _ => Err(problems.0),
+    }
+}
+
+fn key_message(key: &str) -> String {
+    format!(
+        "`{key}` is not a valid key: start with a letter, then letters, digits, `_` or `-`, at most {MAX_KEY_LEN} characters"
+    )
+}
+
+fn parse_step(
+    raw: &Value,
+    index: usize,
+    position: &HashMap<String, usize>,
+    problems: &mut Problems,
+) -> Option<StepDefinition> {
+    let at = format!("$.steps[{index}]");
+    let Some(obj) = raw.as_object() else {
+        problems.add(at, WRONG_TYPE, "a step is a JSON object");
+        return None;
+    };
+    let before = problems.0.len();
+    unknown_fields(
+        obj,
+        &at,
+        &["key", "title", "description", "required", "skippable", "condition", "dependsOn", "trigger", "points"],
+        problems,
+    );
+    let key = required_string(obj, &at, "key", problems);
+    let title = required_string(obj, &at, "title", problems);
+    let description = optional_string(obj, &at, "description", problems);
+    let required = optional_bool(obj, &at, "required", problems).unwrap_or(true);
+    let skippable = optional_bool(obj, &at, "skippable", problems).unwrap_or(!required);
+    if required && skippable {
+        problems.add(
+            format!("{at}.skippable"),
+            REQUIRED_STEP_SKIPPABLE,
+            "a required step cannot be skippable: a skipped required step would keep the flow from ever completing; make it `required: false`",
+        );
+    }
+    let points = match obj.get("points") {
+        None | Some(Value::Null) => 0,
+        Some(v) => match v.as_i64() {
+            Some(p) if p < 0 => {
+                problems.add(format!("{at}.points"), NEGATIVE_POINTS, "points cannot be negative");
+                0
+            }
+            Some(p) => p,
+            None => {
+                problems.add(format!("{at}.points"), WRONG_TYPE, "points is a whole number");
+                0
+            }
+        },
+    };
+
+    // Earlier steps: what this step's condition may read and depend on.
+    let earlier: HashSet<&str> =
+        position.iter().filter(|(_, p)| **p < index).map(|(k, _)| k.as_str()).collect();
+    let scope = AnswerScope::Steps { all: position, earlier: &earlier, this: key.as_deref() };
+
+    let condition = match obj.get("condition") {
+        None | Some(Value::Null) => None,
+        Some(c) => parse_condition(c, &format!("{at}.condition"), &scope, problems),
+    };
+
+    let mut depends_on = Vec::new();
+    match obj.get("dependsOn") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (j, dep) in items.iter().enumerate() {
+                let dep_at = format!("{at}.dependsOn[{j}]");
+                let Some(dep) = dep.as_str() else {
+                    problems.add(dep_at, WRONG_TYPE, "dependsOn lists step keys (strings)");
+                    continue;
+                };
+                match position.get(dep) {
+                    None => problems.add(dep_at, UNKNOWN_DEPENDENCY, format!("no step has the key `{dep}`")),
+                    Some(&p) if p > index => problems.add(
+                        dep_at,
+                        FORWARD_DEPENDENCY,
+                        format!("`{dep}` is shown after this step (at $.steps[{p}]): a step can only depend on steps before it"),
+                    ),
+                    // Self-dependency is a cycle of one; the cycle stage reports it.
+                    Some(_) => {}
+                }
+                if !depends_on.iter().any(|d| d == dep) {
+                    depends_on.push(dep.to_string());
+                }
+            }
+        }
+        Some(_) => problems.add(format!("{at}.dependsOn"), WRONG_TYPE, "dependsOn is an array of step keys"),
+    }
+
+    let trigger = match obj.get("trigger") {
+        None | Some(Value::Null) => None,
+        Some(t) => parse_trigger(t, &format!("{at}.trigger"), problems),
+    };
+
+    if problems.0.len() > before {
+        return None;
+    }
+    Some(StepDefinition {
+        key: key?,
+        title: title?,
+        description,
+        required,
+        skippable,
+        condition,
+        depends_on,
+        trigger,
+        points,
+    })
+}
+
+fn parse_trigger(raw: &Value, at: &str, problems: &mut Problems) -> Option<Trigger> {
+    let Some(obj) = raw.as_object() else {
+        problems.add(at, INVALID_TRIGGER, "a trigger is an object: {\"event\": NAME, \"where\": CONDITION}");
+        return None;
+    };
+    unknown_fields(obj, at, &["event", "where"], problems);
+    let event = match obj.get("event") {
+        Some(Value::String(e)) if !e.trim().is_empty() && e.len() <= 255 => Some(e.clone()),
+        Some(Value::String(_)) => {
+            problems.add(format!("{at}.event"), INVALID_TRIGGER, "the event name must be 1 to 255 characters");
+            None
+        }
+        Some(_) => {
+            problems.add(format!("{at}.event"), WRONG_TYPE, "the event name is a string");
+            None
+        }
+        None => {
+            problems.add(format!("{at}.event"), MISSING_FIELD, "a trigger names the event that completes the step");
+            None
+        }
+    };
+    let when = match obj.get("where") {
+        None | Some(Value::Null) => None,
+        Some(c) => parse_condition(c, &format!("{at}.where"), &AnswerScope::EventProperties, problems),
+    };
+    Some(Trigger { event: event?, when })
+}
+
+/// What answer paths (`steps.<key>...`) a condition may use where it is written.
+enum AnswerScope<'a> {
+    /// In a step's condition: answers of steps shown before it.
+    Steps { all: &'a HashMap<String, usize>, earlier: &'a HashSet<&'a str>, this: Option<&'a str> },
+    /// In a trigger's `where`: paths read the event's properties; there are no answers.
+    EventProperties,
+}
+
+fn parse_condition(raw: &Value, at: &str, scope: &AnswerScope<'_>, problems: &mut Problems) -> Option<Condition> {
+    let Some(obj) = raw.as_object() else {
+        problems.add(at, INVALID_CONDITION, "a condition is a JSON object");
+        return None;
+    };
+    if obj.is_empty() {
+        problems.add(at, INVALID_CONDITION, "a condition cannot be empty");
+        return None;
+    }
+    for combinator in ["all", "any"] {
+        if let Some(items) = obj.get(combinator) {
+            only_key(obj, at, combinator, problems);
+            let Some(items) = items.as_array() else {
+                problems.add(format!("{at}.{combinator}"), INVALID_CONDITION, format!("`{combinator}` takes an array of conditions"));
+                return None;
+            };
+            let parsed: Vec<Option<Condition>> = items
+                .iter()
+                .enumerate()
+                .map(|(i, c)| parse_condition(c, &format!("{at}.{combinator}[{i}]"), scope, problems))
+                .collect();
+            let parsed: Option<Vec<Condition>> = parsed.into_iter().collect();
+            return parsed.map(|p| if combinator == "all" { Condition::All(p) } else { Condition::Any(p) });
+        }
+    }
+    if let Some(inner) = obj.get("not") {
+        only_key(obj, at, "not", problems);
+        return parse_condition(inner, &format!("{at}.not"), scope, problems).map(|c| Condition::Not(Box::new(c)));
+    }
+    if obj.contains_key("attr") || obj.contains_key("op") {
+        return parse_comparison(obj, at, scope, problems);
+    }
+    // The shorthand: every listed attribute equals its value.
+    let mut items = Vec::new();
+    for (name, value) in obj {
+        let item_at = format!("{at}.{name}");
+        let path = parse_path(name, &item_at, scope, problems);
+        if value.is_array() || value.is_object() {
+            problems.add(
+                &item_at,
+                WRONG_VALUE_TYPE,
+                "the shorthand compares with a single value; use {\"attr\", \"op\": \"in\", \"value\": [...]} for a list",
+            );
+            continue;
+        }
+        if let Some(path) = path {
+            check_status_values(&path, Op::Eq, value, &item_at, problems);
+            items.push(Condition::Compare { path, op: Op::Eq, value: value.clone() });
+        }
+    }
+    if items.len() == obj.len() {
+        Some(if items.len() == 1 { items.remove(0) } else { Condition::All(items) })
+    } else {
+        None
+    }
+}
+
+fn parse_comparison(
+    obj: &Map<String, Value>,
+    at: &str,
+    scope: &AnswerScope<'_>,
+    problems: &mut Problems,
+) -> Option<Condition> {
+    unknown_fields(obj, at, &["attr", "op", "value"], problems);
+    let path = match obj.get("attr") {
+        Some(Value::String(p)) => parse_path(p, &format!("{at}.attr"), scope, problems),
+        Some(_) => {
+            problems.add(format!("{at}.attr"), WRONG_TYPE, "`attr` is a path string such as `company.size`");
+            None
+        }
+        None => {
+            problems.add(format!("{at}.attr"), MISSING_FIELD, "a comparison names the `attr` it reads");
+            None
+        }
+    };
+    let op = match obj.get("op") {
+        Some(Value::String(name)) => match Op::parse(name) {
+            Some(op) => Some(op),
+            None => {
+                let valid = Op::ALL.iter().map(|o| o.name()).collect::<Vec<_>>().join(", ");
+                problems.add(format!("{at}.op"), UNKNOWN_OPERATOR, format!("unknown operator `{name}`; use one of {valid}"));
+                None
+            }
+        },
+        Some(_) => {
+            problems.add(format!("{at}.op"), WRONG_TYPE, "`op` is a string");
+            None
+        }
+        None => {
+            problems.add(format!("{at}.op"), MISSING_FIELD, "a comparison needs an `op`");
+            None
+        }
+    };
+    let op = op?;
+    let value_at = format!("{at}.value");
+    let value = obj.get("value");
+    let value = match (op, value) {
+        (Op::Exists, None) => Value::Bool(true),
+        (Op::Exists, Some(v @ Value::Bool(_))) => v.clone(),
+        (Op::Exists, Some(_)) => return wrong_value(problems, &value_at, "`exists` takes true or false"),
+        (_, None) => return wrong_value(problems, &value_at, format!("`{}` needs a `value`", op.name())),
+        (Op::In | Op::NotIn, Some(v @ Value::Array(_))) => v.clone(),
+        (Op::In | Op::NotIn, Some(_)) => {
+            return wrong_value(problems, &value_at, format!("`{}` takes an array of values", op.name()));
+        }
+        (Op::Gt | Op::Gte | Op::Lt | Op::Lte, Some(v @ (Value::Number(_) | Value::String(_)))) => v.clone(),
+        (Op::Gt | Op::Gte | Op::Lt | Op::Lte, Some(_)) => {
+            return wrong_value(problems, &value_at, format!("`{}` compares with a number or a string", op.name()));
+        }
+        (Op::Contains, Some(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_)))) => v.clone(),
+        (Op::Contains, Some(_)) => {
+            return wrong_value(problems, &value_at, "`contains` looks for a string, number or boolean");
+        }
+        (Op::Eq | Op::Ne, Some(v)) => v.clone(),
+    };
+    let path = path?;
+    if check_status_values(&path, op, &value, &value_at, problems) {
+        Some(Condition::Compare { path, op, value })
+    } else {
+        None
+    }
+}
+
+fn wrong_value(problems: &mut Problems, at: &str, message: impl Into<String>) -> Option<Condition> {
+    problems.add(at, WRONG_VALUE_TYPE, message);
+    None
+}
+
+/// A step status compares only with the four status names, so a typo such as
+/// "complete" is caught at publish time instead of silently never matching.
+fn check_status_values(path: &Path, op: Op, value: &Value, at: &str, problems: &mut Problems) -> bool {
+    if !matches!(path, Path::StepStatus(_)) {
+        return true;
+    }
+    let candidates: Vec<&Value> = match (op, value) {
+        (Op::Eq | Op::Ne, v) => vec![v],
+        (Op::In | Op::NotIn, Value::Array(items)) => items.iter().collect(),
+        (Op::Exists, _) => return true,
+        _ => {
+            problems.add(at, WRONG_VALUE_TYPE, format!("a step status is compared with eq, ne, in or not_in, not `{}`", op.name()));
+            return false;
+        }
+    };
+    let bad: Vec<String> = candidates
+        .iter()
+        .filter(|v| v.as_str().and_then(StepStatus::parse).is_none())
+        .map(|v| v.to_string())
+        .collect();
+    if bad.is_empty() {
+        return true;
+    }
+    problems.add(
+        at,
+        WRONG_VALUE_TYPE,
+        format!("{} is not a step status: use PENDING, IN_PROGRESS, COMPLETED or SKIPPED", bad.join(", ")),
+    );
+    false
+}
+
+fn parse_path(raw: &str, at: &str, scope: &AnswerScope<'_>, problems: &mut Problems) -> Option<Path> {
+    if let AnswerScope::EventProperties = scope {
+        // In a trigger every path is an event property, `steps` included.
+        return if raw.is_empty() || raw.split('.').any(str::is_empty) {
+            problems.add(at, INVALID_PATH, format!("`{raw}` is not a property path"));
+            None
+        } else {
+            Some(Path::Attribute(raw.split('.').map(String::from).collect()))
+        };
+    }
+    let path = match Path::parse(raw) {
+        Ok(p) => p,
+        Err(reason) => {
+            problems.add(at, INVALID_PATH, reason);
+            return None;
+        }
+    };
+    if let (Some(step), AnswerScope::Steps { all, earlier, this }) = (path.step_key(), scope)
+        && !earlier.contains(step)
+    {
+        let why = if *this == Some(step) {
+            "a step's condition cannot read its own answer".to_string()
+        } else if let Some(p) = all.get(step) {
+            format!("`{step}` is shown after this step (at $.steps[{p}]): conditions read earlier answers only")
+        } else {
+            format!("no step has the key `{step}`")
+        };
+        problems.add(at, UNKNOWN_ANSWER_REFERENCE, why);
+        return None;
+    }
+    Some(path)
+}
+
+fn only_key(obj: &Map<String, Value>, at: &str, key: &str, problems: &mut Problems) {
+    for other in obj.keys().filter(|k| k.as_str() != key) {
+        problems.add(format!("{at}.{other}"), INVALID_CONDITION, format!("`{key}` cannot be combined with `{other}` in one object"));
+    }
+}
+
+fn unknown_fields(obj: &Map<String, Value>, at: &str, known: &[&str], problems: &mut Problems) {
+    for key in obj.keys().filter(|k| !known.contains(&k.as_str())) {
+        problems.add(format!("{at}.{key}"), UNKNOWN_FIELD, format!("unknown field `{key}`; known fields: {}", known.join(", ")));
+    }
+}
+
+fn required_string(obj: &Map<String, Value>, at: &str, field: &str, problems: &mut Problems) -> Option<String> {
+    match obj.get(field) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+        Some(Value::String(_)) => {
+            problems.add(format!("{at}.{field}"), MISSING_FIELD, format!("`{field}` cannot be blank"));
+            None
+        }
+        Some(_) => {
+            problems.add(format!("{at}.{field}"), WRONG_TYPE, format!("`{field}` is a string"));
+            None
+        }
+        None => {
+            problems.add(format!("{at}.{field}"), MISSING_FIELD, format!("`{field}` is required"));
+            None
+        }
+    }
+}
+
+fn optional_string(obj: &Map<String, Value>, at: &str, field: &str, problems: &mut Problems) -> Option<String> {
+    match obj.get(field) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            problems.add(format!("{at}.{field}"), WRONG_TYPE, format!("`{field}` is a string"));
+            None
+        }
+    }
+}
+
+fn optional_bool(obj: &Map<String, Value>, at: &str, field: &str, problems: &mut Problems) -> Option<bool> {
+    match obj.get(field) {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => {
+            problems.add(format!("{at}.{field}"), WRONG_TYPE, format!("`{field}` is true or false"));
+            None
+        }
+    }
+}
+
+/// Elementary cycles of the dependency graph, each once, as step indexes in dependency
+/// order starting from the lowest index. Steps that failed to parse are left out.
+fn find_cycles(steps: &[Option<StepDefinition>]) -> Vec<Vec<usize>> {
+    let index: HashMap<&str, usize> =
+        steps.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (s.key.as_str(), i))).collect();
+    let edges: Vec<Vec<usize>> = steps
+        .iter()
+        .map(|s| s.as_ref().map_or(vec![], |s| s.depends_on.iter().filter_map(|d| index.get(d.as_str()).copied()).collect()))
+        .collect();
+    // Depth-first search from each node; a back edge to the path is a cycle. The set of
+    // members deduplicates the same cycle found from different starting points.
+    let mut seen: BTreeSet<Vec<usize>> = BTreeSet::new();
+    let mut cycles = Vec::new();
+    let mut state = vec![0u8; steps.len()]; // 0 new, 1 on path, 2 done
+    let mut path = Vec::new();
+    fn visit(
+        n: usize,
+        edges: &[Vec<usize>],
+        state: &mut [u8],
+        path: &mut Vec<usize>,
+        seen: &mut BTreeSet<Vec<usize>>,
+        cycles: &mut Vec<Vec<usize>>,
+    ) {
+        state[n] = 1;
+        path.push(n);
+        for &m in &edges[n] {
+            if state[m] == 1 {
+                let start = path.iter().position(|&p| p == m).unwrap_or(0);
+                let mut cycle = path[start..].to_vec();
+                let mut members = cycle.clone();
+                members.sort_unstable();
+                if seen.insert(members) {
+                    let lowest = cycle.iter().enumerate().min_by_key(|(_, v)| **v).map_or(0, |(i, _)| i);
+                    cycle.rotate_left(lowest);
+                    cycles.push(cycle);
+                }
+            } else if state[m] == 0 {
+                visit(m, edges, state, path, seen, cycles);
+            }
+        }
+        path.pop();
+        state[n] = 2;
+    }
+    for n in 0..steps.len() {
+        if state[n] == 0 {
+            visit(n, &edges, &mut state, &mut path, &mut seen, &mut cycles);
+        }
+    }
+    cycles
+}
+
+#[cfg(test)]
+pub(crate) fn parse_condition_for_tests(raw: &Value) -> Result<Condition, Vec<Problem>> {
+    let mut problems = Problems::default();
+    let all: HashMap<String, usize> = [("a".to_string(), 0)].into();
+    let earlier: HashSet<&str> = ["a"].into();
+    let scope = AnswerScope::Steps { all: &all, earlier: &earlier, this: Some("z") };
+    parse_condition(raw, "$", &scope, &mut problems).ok_or(problems.0)
+}
+
+#[cfg(test)]
+#[path = "validation_tests.rs"]
+mod tests;

@@ -1,0 +1,2 @@
+//! onramp: a self-hosted onboarding engine.
+pub mod domain;
