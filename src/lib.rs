@@ -1,2 +1,34 @@
-//! onramp: a self-hosted onboarding engine.
+//! onramp: a self-hosted onboarding engine. This crate root assembles the layers into a
+//! router, so `main` and the integration tests start the very same server.
+
+pub mod auth;
+pub mod config;
 pub mod domain;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod persistence;
+pub mod service;
+
+use std::sync::Arc;
+
+use auth::JwtKeys;
+use graphql::OnrampSchema;
+use service::Onramp;
+
+/// Everything a request handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    pub onramp: Arc<Onramp>,
+    pub schema: OnrampSchema,
+    pub keys: Arc<JwtKeys>,
+    /// Serve GraphiQL at GET /graphql.
+    pub graphiql: bool,
+}
+
+impl AppState {
+    pub fn new(onramp: Onramp, keys: JwtKeys, graphiql: bool) -> Self {
+        let onramp = Arc::new(onramp);
+        AppState { schema: graphql::build_schema(onramp.clone()), onramp, keys: Arc::new(keys), graphiql }
+    }
+}

@@ -1,1 +1,149 @@
-fn main() {}
+//! The onramp command line: serve (the default), migrate, schema, token.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use onramp::auth::{JwtKeys, Role};
+use onramp::config::{DatabaseArgs, JwtArgs, Mode, ServeArgs};
+use onramp::persistence;
+use onramp::service::Onramp;
+use onramp::{AppState, graphql, http};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "onramp", version, about = "Self-hosted onboarding engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    jwt: JwtArgs,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the GraphQL API (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the GraphQL schema (SDL), as checked in at schema.graphql.
+    Schema,
+    /// Mint a token from the configured key (development and testing).
+    Token {
+        #[arg(long)]
+        sub: String,
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
+        .init();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(mut cli: Cli) -> anyhow::Result<()> {
+    let mode = cli.jwt.mode(&cli.database.database_url);
+    match cli.command.take().unwrap_or(Command::Serve) {
+        Command::Schema => {
+            print!("{}", graphql::sdl());
+            Ok(())
+        }
+        Command::Token { sub, role, ttl } => {
+            let role = Role::parse(&role).context("role is user, admin or service")?;
+            let keys = JwtKeys::from_args(&cli.jwt, mode)?;
+            println!("{}", keys.mint(&sub, role, ttl)?);
+            Ok(())
+        }
+        Command::Migrate => {
+            let db = persistence::connect(&cli.database.database_url, 1).await.context("connecting to the database")?;
+            persistence::migrate(&db).await.context("migrating")?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Serve => serve(cli, mode).await,
+    }
+}
+
+async fn serve(cli: Cli, mode: Mode) -> anyhow::Result<()> {
+    // Refuse to start without a key before touching anything else.
+    let keys = JwtKeys::from_args(&cli.jwt, mode)?;
+    let url = &cli.database.database_url;
+    let db = persistence::connect(url, cli.database.db_max_connections)
+        .await
+        .with_context(|| format!("connecting to {}", redact(url)))?;
+    persistence::migrate(&db).await.context("migrating")?;
+    let onramp = Onramp::new(db);
+    let development = mode == Mode::Development;
+    if development
+        && !cli.serve.no_demo_flow
+        && let Some(flow) =
+            onramp.ensure_demo_flow().await.map_err(|e| anyhow::anyhow!("publishing the demo flow: {}", e.message))?
+    {
+        tracing::info!(key = %flow.key, "published the demo flow");
+    }
+    let dev_token = if development { Some(keys.mint("demo-admin", Role::Admin, 7 * 86_400)?) } else { None };
+    let listener = tokio::net::TcpListener::bind(cli.serve.bind).await.with_context(|| format!("binding {}", cli.serve.bind))?;
+    let addr = listener.local_addr()?;
+    let app = http::router(AppState::new(onramp, keys, development));
+    tracing::info!(%addr, database = %redact(url), ?mode, "onramp listening");
+    if let Some(token) = dev_token {
+        println!("\nonramp is running in development mode on {}", redact(url));
+        println!("  GraphiQL:  http://{addr}/graphql");
+        println!("  Token (admin, 7 days; add as header `Authorization: Bearer <token>`):\n  {token}\n");
+    }
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// Hides a password in a database URL before it is logged.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received, draining connections");
+}

@@ -322,6 +322,25 @@ pub fn apply(
     Ok(outcome)
 }
 
+/// The subject's attributes changed. What applies may differ, so the snapshot is new
+/// (the revision moves) and completion is re-derived; it is not the subject's activity.
+pub fn attributes_changed(
+    flow: &FlowDefinition,
+    attributes: &Value,
+    enrollment: &mut Enrollment,
+    now: DateTime<Utc>,
+) -> Outcome {
+    let last_activity_at = enrollment.last_activity_at;
+    // Reconcile touches no step, so it cannot fail.
+    let mut outcome = apply(flow, attributes, enrollment, Command::Reconcile, Source::Admin, now).unwrap_or_default();
+    if !outcome.changed {
+        enrollment.revision += 1;
+        outcome.changed = true;
+    }
+    enrollment.last_activity_at = last_activity_at;
+    outcome
+}
+
 /// Work on a step of a dismissed flow brings the subject back into it.
 fn resume(enrollment: &mut Enrollment) {
     enrollment.status = EnrollmentStatus::InProgress;

@@ -154,9 +154,21 @@ pub fn parse_flow(raw: &Value) -> Result<FlowDefinition, Vec<Problem>> {
         .map(|(i, raw)| parse_step(raw, i, &position, &mut problems))
         .collect();
 
-    // Stage 4: cycles, over the dependencies that name known steps.
-    for cycle in find_cycles(&steps) {
-        let names = cycle.iter().map(|&i| steps[i].as_ref().map_or("?", |s| s.key.as_str())).collect::<Vec<_>>();
+    // Stage 4: cycles, over the dependencies that name known steps, as written. Steps
+    // that failed to parse still count: any cycle of two or more steps has a forward
+    // edge, whose step has already failed with FORWARD_DEPENDENCY.
+    let edges: Vec<Vec<usize>> = raw_steps
+        .iter()
+        .map(|raw| match raw.get("dependsOn") {
+            Some(Value::Array(deps)) => {
+                deps.iter().filter_map(|d| d.as_str().and_then(|d| position.get(d)).copied()).collect()
+            }
+            _ => vec![],
+        })
+        .collect();
+    for cycle in find_cycles(&edges) {
+        let names: Vec<&str> =
+            cycle.iter().map(|&i| raw_steps[i].get("key").and_then(Value::as_str).unwrap_or("?")).collect();
         problems.add(
             format!("$.steps[{}].dependsOn", cycle[0]),
             DEPENDENCY_CYCLE,
@@ -566,20 +578,14 @@ fn optional_bool(obj: &Map<String, Value>, at: &str, field: &str, problems: &mut
     }
 }
 
-/// Elementary cycles of the dependency graph, each once, as step indexes in dependency
-/// order starting from the lowest index. Steps that failed to parse are left out.
-fn find_cycles(steps: &[Option<StepDefinition>]) -> Vec<Vec<usize>> {
-    let index: HashMap<&str, usize> =
-        steps.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (s.key.as_str(), i))).collect();
-    let edges: Vec<Vec<usize>> = steps
-        .iter()
-        .map(|s| s.as_ref().map_or(vec![], |s| s.depends_on.iter().filter_map(|d| index.get(d.as_str()).copied()).collect()))
-        .collect();
+/// Elementary cycles of the dependency graph (`edges[i]`: the indexes step `i` depends
+/// on), each once, as step indexes in dependency order starting from the lowest index.
+fn find_cycles(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
     // Depth-first search from each node; a back edge to the path is a cycle. The set of
     // members deduplicates the same cycle found from different starting points.
     let mut seen: BTreeSet<Vec<usize>> = BTreeSet::new();
     let mut cycles = Vec::new();
-    let mut state = vec![0u8; steps.len()]; // 0 new, 1 on path, 2 done
+    let mut state = vec![0u8; edges.len()]; // 0 new, 1 on path, 2 done
     let mut path = Vec::new();
     fn visit(
         n: usize,
@@ -609,9 +615,9 @@ fn find_cycles(steps: &[Option<StepDefinition>]) -> Vec<Vec<usize>> {
         path.pop();
         state[n] = 2;
     }
-    for n in 0..steps.len() {
+    for n in 0..edges.len() {
         if state[n] == 0 {
-            visit(n, &edges, &mut state, &mut path, &mut seen, &mut cycles);
+            visit(n, edges, &mut state, &mut path, &mut seen, &mut cycles);
         }
     }
     cycles

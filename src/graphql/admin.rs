@@ -1,0 +1,68 @@
+//! What product teams and backends call: flows and subject attributes.
+
+use async_graphql::{Context, ID, Json, Object, Result};
+use serde_json::Value;
+
+use super::types::{Flow, FlowProblem, Subject};
+use super::{onramp, principal};
+use crate::auth::Role;
+
+#[derive(Default)]
+pub struct AdminQuery;
+
+#[Object]
+impl AdminQuery {
+    /// Every version of every flow, by key then version. Admin only.
+    async fn flows(&self, ctx: &Context<'_>) -> Result<Vec<Flow>> {
+        principal(ctx)?.require(&[Role::Admin])?;
+        Ok(onramp(ctx).list_flows().await?.iter().map(Flow::from).collect())
+    }
+
+    /// One version of a flow, or its newest version when none is given. Admin only.
+    async fn flow(&self, ctx: &Context<'_>, key: String, version: Option<i32>) -> Result<Option<Flow>> {
+        principal(ctx)?.require(&[Role::Admin])?;
+        Ok(onramp(ctx).flow(&key, version).await?.as_ref().map(Flow::from))
+    }
+
+    /// Every problem publishFlow would report for this definition; empty when it would
+    /// publish. Writes nothing. Admin only.
+    async fn validate_flow(&self, ctx: &Context<'_>, definition: Json<Value>) -> Result<Vec<FlowProblem>> {
+        principal(ctx)?.require(&[Role::Admin])?;
+        Ok(onramp(ctx).validate_flow(&definition.0).into_iter().map(FlowProblem::from).collect())
+    }
+}
+
+#[derive(Default)]
+pub struct AdminMutation;
+
+#[Object]
+impl AdminMutation {
+    /// Publishes a flow definition as the next version of its key, ACTIVE. Fails with
+    /// VALIDATION_FAILED and every problem in `extensions.problems` ({path, code,
+    /// message}). Subjects already enrolled stay on their version. Admin only.
+    async fn publish_flow(&self, ctx: &Context<'_>, definition: Json<Value>) -> Result<Flow> {
+        principal(ctx)?.require(&[Role::Admin])?;
+        Ok((&onramp(ctx).publish_flow(&definition.0).await?).into())
+    }
+
+    /// Stops new enrollments into a version; enrolled subjects carry on. Admin only.
+    async fn deprecate_flow(&self, ctx: &Context<'_>, key: String, version: i32) -> Result<Flow> {
+        principal(ctx)?.require(&[Role::Admin])?;
+        Ok((&onramp(ctx).deprecate_flow(&key, version).await?).into())
+    }
+
+    /// Sets a subject's attributes (a JSON object). With merge, top-level keys are merged
+    /// into the existing ones and a null value removes a key; without, they are replaced.
+    /// Admin and service only.
+    async fn set_subject_attributes(
+        &self,
+        ctx: &Context<'_>,
+        subject_id: ID,
+        attributes: Json<Value>,
+        #[graphql(default = true)] merge: bool,
+    ) -> Result<Subject> {
+        principal(ctx)?.require(&[Role::Admin, Role::Service])?;
+        let attributes = onramp(ctx).set_attributes(&subject_id, attributes.0, merge).await?;
+        Ok(Subject { id: subject_id, attributes: Json(attributes) })
+    }
+}

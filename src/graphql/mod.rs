@@ -1,0 +1,47 @@
+//! The GraphQL edge: input and output types, guards, and errors mapped to
+//! `extensions.code`. Resolvers only check who is asking and call a use case.
+
+mod admin;
+mod onboarding;
+mod types;
+
+use std::sync::Arc;
+
+use async_graphql::{Context, EmptySubscription, MergedObject, Schema, SchemaBuilder, SDLExportOptions};
+
+use crate::auth::{Auth, Principal};
+use crate::error::AppResult;
+use crate::service::Onramp;
+
+#[derive(MergedObject, Default)]
+pub struct Query(onboarding::OnboardingQuery, admin::AdminQuery);
+
+#[derive(MergedObject, Default)]
+pub struct Mutation(onboarding::OnboardingMutation, admin::AdminMutation);
+
+pub type OnrampSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// The schema without data, so the SDL can be exported with no database.
+pub fn schema_builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription).limit_depth(16).limit_complexity(5_000)
+}
+
+pub fn build_schema(onramp: Arc<Onramp>) -> OnrampSchema {
+    schema_builder().data(onramp).finish()
+}
+
+/// The SDL as checked in at schema.graphql; sorted so diffs stay stable.
+pub fn sdl() -> String {
+    schema_builder().finish().sdl_with_options(
+        SDLExportOptions::new().sorted_fields().sorted_arguments().sorted_enum_items(),
+    )
+}
+
+fn onramp<'a>(ctx: &Context<'a>) -> &'a Arc<Onramp> {
+    // Present on every schema that serves requests: `build_schema` puts it there.
+    ctx.data_unchecked::<Arc<Onramp>>()
+}
+
+fn principal<'a>(ctx: &Context<'a>) -> AppResult<&'a Principal> {
+    ctx.data_opt::<Auth>().unwrap_or(&Auth::Anonymous).principal()
+}

@@ -1,0 +1,235 @@
+//! Output types. They are built from service snapshots, never derived on database rows:
+//! the API is not the table.
+
+use async_graphql::{Enum, ID, Json, SimpleObject};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::domain::{self, StepView};
+use crate::persistence::flows::FlowRecord;
+use crate::service::Snapshot;
+
+/// Where a subject stands in a flow.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum OnboardingState {
+    /// Not enrolled yet: the steps shown are those of the version it would enroll in.
+    NotStarted,
+    InProgress,
+    /// Every applicable required step is completed. Set once; never undone.
+    Completed,
+    /// The subject dismissed the whole flow. Any later step work resumes it.
+    Skipped,
+}
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum StepStatus {
+    Pending,
+    InProgress,
+    Completed,
+    Skipped,
+}
+
+/// Who recorded a step's current state.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum StepSource {
+    User,
+    Event,
+    Admin,
+}
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FlowStatus {
+    Draft,
+    Active,
+    Deprecated,
+}
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FlowScope {
+    User,
+    Workspace,
+}
+
+/// A subject's progress through one flow: everything a checklist or progress bar needs.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct OnboardingStatus {
+    pub subject_id: ID,
+    pub flow_key: String,
+    /// The flow version the subject is pinned to (or would enroll in).
+    pub version: i32,
+    pub title: String,
+    pub description: Option<String>,
+    pub status: OnboardingState,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub skipped_at: Option<DateTime<Utc>>,
+    pub last_activity_at: Option<DateTime<Utc>>,
+    /// Completed required applicable steps over required applicable steps, 0 to 100,
+    /// rounded down; 100 when no required step applies.
+    pub percent_complete: i32,
+    /// Completed steps among the applicable ones.
+    pub completed_count: i32,
+    /// Applicable steps.
+    pub total_count: i32,
+    /// 1-based position of the next step, for "step 2 of 5"; equals totalCount when
+    /// there is no next step.
+    pub position: i32,
+    /// Points earned in this flow.
+    pub points: i64,
+    /// The steps that apply to the subject, in display order.
+    pub steps: Vec<StepProgress>,
+    /// The first applicable, available, unfinished step, or null.
+    pub next_step: Option<StepProgress>,
+    /// Grows with every change to the enrollment; 0 before enrollment.
+    pub revision: i64,
+}
+
+/// One applicable step and the subject's state in it.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct StepProgress {
+    pub key: String,
+    pub title: String,
+    pub description: Option<String>,
+    pub required: bool,
+    pub skippable: bool,
+    pub status: StepStatus,
+    /// Every dependency is met (completed, skipped, or not applicable).
+    pub available: bool,
+    /// The keys of the dependencies still to finish; empty when available.
+    pub blocked_by: Vec<String>,
+    /// Points the step awards on completion.
+    pub points: i64,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub skipped_at: Option<DateTime<Utc>>,
+    pub skip_reason: Option<String>,
+    /// What the subject answered, e.g. {"invited_count": 3}.
+    pub metadata: Option<Json<Value>>,
+    /// Who recorded the current state; null while pending with no record.
+    pub source: Option<StepSource>,
+}
+
+/// A published flow version.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct Flow {
+    pub id: ID,
+    pub key: String,
+    pub version: i32,
+    pub status: FlowStatus,
+    pub scope: FlowScope,
+    pub title: String,
+    pub description: Option<String>,
+    /// The definition as stored: canonical form, every default spelled out.
+    pub definition: Json<Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One problem in a flow definition.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct FlowProblem {
+    /// JSON path, e.g. `$.steps[2].dependsOn[0]`.
+    pub path: String,
+    /// Stable code, e.g. DEPENDENCY_CYCLE.
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct Subject {
+    pub id: ID,
+    pub attributes: Json<Value>,
+}
+
+impl From<&Snapshot> for OnboardingStatus {
+    fn from(s: &Snapshot) -> Self {
+        let view = s.view();
+        let definition = &s.flow.definition;
+        let e = s.enrollment.as_ref();
+        let steps: Vec<StepProgress> = view.steps.iter().map(StepProgress::from).collect();
+        OnboardingStatus {
+            subject_id: ID(s.subject_id.clone()),
+            flow_key: s.flow.key.clone(),
+            version: s.flow.version,
+            title: definition.title.clone(),
+            description: definition.description.clone(),
+            status: e.map_or(OnboardingState::NotStarted, |e| match e.status {
+                domain::EnrollmentStatus::InProgress => OnboardingState::InProgress,
+                domain::EnrollmentStatus::Completed => OnboardingState::Completed,
+                domain::EnrollmentStatus::Skipped => OnboardingState::Skipped,
+            }),
+            started_at: e.map(|e| e.started_at),
+            completed_at: e.and_then(|e| e.completed_at),
+            skipped_at: e.and_then(|e| e.skipped_at),
+            last_activity_at: e.map(|e| e.last_activity_at),
+            percent_complete: view.percent_complete,
+            completed_count: view.completed_count,
+            total_count: view.total_count,
+            position: view.position,
+            points: e.map_or(0, |e| e.points),
+            next_step: view.next_step.map(|i| steps[i].clone()),
+            steps,
+            revision: e.map_or(0, |e| e.revision),
+        }
+    }
+}
+
+impl From<&StepView<'_>> for StepProgress {
+    fn from(v: &StepView<'_>) -> Self {
+        let d = v.definition;
+        StepProgress {
+            key: d.key.clone(),
+            title: d.title.clone(),
+            description: d.description.clone(),
+            required: d.required,
+            skippable: d.skippable,
+            status: match v.status {
+                domain::StepStatus::Pending => StepStatus::Pending,
+                domain::StepStatus::InProgress => StepStatus::InProgress,
+                domain::StepStatus::Completed => StepStatus::Completed,
+                domain::StepStatus::Skipped => StepStatus::Skipped,
+            },
+            available: v.available,
+            blocked_by: v.blocked_by.clone(),
+            points: d.points,
+            started_at: v.state.and_then(|s| s.started_at),
+            completed_at: v.state.and_then(|s| s.completed_at),
+            skipped_at: v.state.and_then(|s| s.skipped_at),
+            skip_reason: v.state.and_then(|s| s.skip_reason.clone()),
+            metadata: v.state.and_then(|s| s.metadata.clone()).map(Json),
+            source: v.state.map(|s| match s.source {
+                domain::Source::User => StepSource::User,
+                domain::Source::Event => StepSource::Event,
+                domain::Source::Admin => StepSource::Admin,
+            }),
+        }
+    }
+}
+
+impl From<&FlowRecord> for Flow {
+    fn from(f: &FlowRecord) -> Self {
+        Flow {
+            id: ID(f.id.to_string()),
+            key: f.key.clone(),
+            version: f.version,
+            status: match f.status {
+                domain::FlowStatus::Draft => FlowStatus::Draft,
+                domain::FlowStatus::Active => FlowStatus::Active,
+                domain::FlowStatus::Deprecated => FlowStatus::Deprecated,
+            },
+            scope: match f.scope {
+                domain::FlowScope::User => FlowScope::User,
+                domain::FlowScope::Workspace => FlowScope::Workspace,
+            },
+            title: f.definition.title.clone(),
+            description: f.definition.description.clone(),
+            definition: Json(f.definition.to_json()),
+            created_at: f.created_at,
+        }
+    }
+}
+
+impl From<domain::validation::Problem> for FlowProblem {
+    fn from(p: domain::validation::Problem) -> Self {
+        FlowProblem { path: p.path, code: p.code.to_string(), message: p.message }
+    }
+}

@@ -1,0 +1,190 @@
+//! Enrollments and their step progress, mapped to and from `domain::Enrollment`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use entity::{enrollment, step_progress};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::OnConflict,
+};
+
+use super::{is_postgres, parse_name};
+use crate::domain::{Enrollment, EnrollmentStatus, Source, StepState, StepStatus};
+
+#[derive(Clone, Debug)]
+pub struct EnrollmentRecord {
+    pub id: i64,
+    pub subject_id: i64,
+    pub flow_id: i64,
+    pub flow_key: String,
+    pub state: Enrollment,
+}
+
+/// A subject's enrollment in a flow, with its steps. With `for_update` the row is locked
+/// until the transaction ends (PostgreSQL; SQLite already holds the write lock), so
+/// concurrent writers to one enrollment run one after the other and lose nothing.
+pub async fn find(
+    db: &impl ConnectionTrait,
+    subject_id: i64,
+    flow_key: &str,
+    for_update: bool,
+) -> Result<Option<EnrollmentRecord>, DbErr> {
+    let mut query = enrollment::Entity::find()
+        .filter(enrollment::Column::SubjectId.eq(subject_id))
+        .filter(enrollment::Column::FlowKey.eq(flow_key));
+    if for_update && is_postgres(db) {
+        query = query.lock_exclusive();
+    }
+    let Some(row) = query.one(db).await? else {
+        return Ok(None);
+    };
+    let steps = step_progress::Entity::find().filter(step_progress::Column::EnrollmentId.eq(row.id)).all(db).await?;
+    Ok(Some(record(row, steps)?))
+}
+
+/// Every enrollment of a subject, with steps, in two queries; `for_update` as in `find`.
+pub async fn list_for_subject(
+    db: &impl ConnectionTrait,
+    subject_id: i64,
+    for_update: bool,
+) -> Result<Vec<EnrollmentRecord>, DbErr> {
+    let mut query = enrollment::Entity::find()
+        .filter(enrollment::Column::SubjectId.eq(subject_id))
+        .order_by_asc(enrollment::Column::FlowKey);
+    if for_update && is_postgres(db) {
+        query = query.lock_exclusive();
+    }
+    let rows = query.all(db).await?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let mut steps: HashMap<i64, Vec<step_progress::Model>> = HashMap::new();
+    if !ids.is_empty() {
+        for step in step_progress::Entity::find().filter(step_progress::Column::EnrollmentId.is_in(ids)).all(db).await? {
+            steps.entry(step.enrollment_id).or_default().push(step);
+        }
+    }
+    rows.into_iter().map(|row| {
+        let s = steps.remove(&row.id).unwrap_or_default();
+        record(row, s)
+    }).collect()
+}
+
+/// Inserts a new enrollment unless the subject already has one for the flow key (another
+/// transaction may have won the race); the caller reads it back either way.
+pub async fn insert(
+    db: &impl ConnectionTrait,
+    subject_id: i64,
+    flow_id: i64,
+    flow_key: &str,
+    state: &Enrollment,
+) -> Result<(), DbErr> {
+    let row = enrollment::ActiveModel {
+        id: NotSet,
+        subject_id: Set(subject_id),
+        flow_id: Set(flow_id),
+        flow_key: Set(flow_key.to_string()),
+        status: Set(state.status.name().into()),
+        started_at: Set(state.started_at),
+        completed_at: Set(state.completed_at),
+        skipped_at: Set(state.skipped_at),
+        last_activity_at: Set(state.last_activity_at),
+        points: Set(state.points),
+        revision: Set(state.revision),
+    };
+    enrollment::Entity::insert(row)
+        .on_conflict_do_nothing_on([enrollment::Column::SubjectId, enrollment::Column::FlowKey])
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+/// Writes the enrollment row and upserts the steps that changed.
+pub async fn save(
+    db: &impl ConnectionTrait,
+    id: i64,
+    state: &Enrollment,
+    changed_steps: &[String],
+) -> Result<(), DbErr> {
+    enrollment::Entity::update_many()
+        .col_expr(enrollment::Column::Status, state.status.name().into())
+        .col_expr(enrollment::Column::CompletedAt, state.completed_at.into())
+        .col_expr(enrollment::Column::SkippedAt, state.skipped_at.into())
+        .col_expr(enrollment::Column::LastActivityAt, state.last_activity_at.into())
+        .col_expr(enrollment::Column::Points, state.points.into())
+        .col_expr(enrollment::Column::Revision, state.revision.into())
+        .filter(enrollment::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    let rows: Vec<step_progress::ActiveModel> = changed_steps
+        .iter()
+        .filter_map(|key| state.steps.get(key).map(|s| (key, s)))
+        .map(|(key, s)| step_progress::ActiveModel {
+            id: NotSet,
+            enrollment_id: Set(id),
+            step_key: Set(key.clone()),
+            status: Set(s.status.name().into()),
+            started_at: Set(s.started_at),
+            completed_at: Set(s.completed_at),
+            skipped_at: Set(s.skipped_at),
+            skip_reason: Set(s.skip_reason.clone()),
+            metadata: Set(s.metadata.clone()),
+            source: Set(s.source.name().into()),
+            updated_at: Set(state.last_activity_at),
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    step_progress::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([step_progress::Column::EnrollmentId, step_progress::Column::StepKey])
+                .update_columns([
+                    step_progress::Column::Status,
+                    step_progress::Column::StartedAt,
+                    step_progress::Column::CompletedAt,
+                    step_progress::Column::SkippedAt,
+                    step_progress::Column::SkipReason,
+                    step_progress::Column::Metadata,
+                    step_progress::Column::Source,
+                    step_progress::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+fn record(row: enrollment::Model, steps: Vec<step_progress::Model>) -> Result<EnrollmentRecord, DbErr> {
+    let steps: BTreeMap<String, StepState> = steps
+        .into_iter()
+        .map(|s| {
+            let state = StepState {
+                status: parse_name(&s.status, StepStatus::parse, "step status")?,
+                started_at: s.started_at,
+                completed_at: s.completed_at,
+                skipped_at: s.skipped_at,
+                skip_reason: s.skip_reason,
+                metadata: s.metadata,
+                source: parse_name(&s.source, Source::parse, "step source")?,
+            };
+            Ok((s.step_key, state))
+        })
+        .collect::<Result<_, DbErr>>()?;
+    Ok(EnrollmentRecord {
+        id: row.id,
+        subject_id: row.subject_id,
+        flow_id: row.flow_id,
+        flow_key: row.flow_key,
+        state: Enrollment {
+            status: parse_name(&row.status, EnrollmentStatus::parse, "enrollment status")?,
+            started_at: row.started_at,
+            completed_at: row.completed_at,
+            skipped_at: row.skipped_at,
+            last_activity_at: row.last_activity_at,
+            points: row.points,
+            revision: row.revision,
+            steps,
+        },
+    })
+}

@@ -1,0 +1,165 @@
+//! Published flow versions. Definitions are immutable once written, so they are parsed
+//! once and cached by row id; status is the only mutable column and is always read fresh.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use entity::flow;
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+
+use super::parse_name;
+use crate::domain::{FlowDefinition, FlowScope, FlowStatus, parse_flow};
+
+/// One published version of a flow.
+#[derive(Clone, Debug)]
+pub struct FlowRecord {
+    pub id: i64,
+    pub key: String,
+    pub version: i32,
+    pub status: FlowStatus,
+    pub scope: FlowScope,
+    pub created_at: DateTime<Utc>,
+    pub definition: Arc<FlowDefinition>,
+}
+
+#[derive(Default)]
+pub struct FlowStore {
+    definitions: RwLock<HashMap<i64, Arc<FlowDefinition>>>,
+}
+
+impl FlowStore {
+    fn record(&self, row: flow::Model) -> Result<FlowRecord, DbErr> {
+        let cached = self.definitions.read().ok().and_then(|c| c.get(&row.id).cloned());
+        let definition = match cached {
+            Some(d) => d,
+            None => {
+                let parsed = parse_flow(&row.definition).map_err(|problems| {
+                    DbErr::Custom(format!("stored flow {} v{} no longer parses: {problems:?}", row.key, row.version))
+                })?;
+                let parsed = Arc::new(parsed);
+                if let Ok(mut cache) = self.definitions.write() {
+                    cache.insert(row.id, parsed.clone());
+                }
+                parsed
+            }
+        };
+        Ok(FlowRecord {
+            id: row.id,
+            status: parse_name(&row.status, FlowStatus::parse, "flow status")?,
+            scope: parse_name(&row.scope, FlowScope::parse, "flow scope")?,
+            key: row.key,
+            version: row.version,
+            created_at: row.created_at,
+            definition,
+        })
+    }
+
+    fn records(&self, rows: Vec<flow::Model>) -> Result<Vec<FlowRecord>, DbErr> {
+        rows.into_iter().map(|r| self.record(r)).collect()
+    }
+
+    /// Inserts `definition` as the next version of its key, ACTIVE. Two concurrent
+    /// publishes of one key collide on the unique (key, version) index; the caller retries.
+    pub async fn insert_next_version(
+        &self,
+        db: &impl ConnectionTrait,
+        definition: &FlowDefinition,
+        now: DateTime<Utc>,
+    ) -> Result<FlowRecord, DbErr> {
+        let latest: Option<i32> = flow::Entity::find()
+            .select_only()
+            .column(flow::Column::Version)
+            .filter(flow::Column::Key.eq(&definition.key))
+            .order_by_desc(flow::Column::Version)
+            .limit(1)
+            .into_tuple()
+            .one(db)
+            .await?;
+        let row = flow::ActiveModel {
+            id: NotSet,
+            key: Set(definition.key.clone()),
+            version: Set(latest.unwrap_or(0) + 1),
+            status: Set(FlowStatus::Active.name().into()),
+            scope: Set(definition.scope.name().into()),
+            title: Set(definition.title.clone()),
+            description: Set(definition.description.clone()),
+            definition: Set(definition.to_json()),
+            created_at: Set(now),
+        };
+        let row = flow::Entity::insert(row).exec_with_returning(db).await?;
+        self.record(row)
+    }
+
+    /// The version new subjects enroll in: the newest ACTIVE one.
+    pub async fn latest_active(&self, db: &impl ConnectionTrait, key: &str) -> Result<Option<FlowRecord>, DbErr> {
+        let row = flow::Entity::find()
+            .filter(flow::Column::Key.eq(key))
+            .filter(flow::Column::Status.eq(FlowStatus::Active.name()))
+            .order_by_desc(flow::Column::Version)
+            .one(db)
+            .await?;
+        row.map(|r| self.record(r)).transpose()
+    }
+
+    /// A given version, or the newest of any status.
+    pub async fn find(
+        &self,
+        db: &impl ConnectionTrait,
+        key: &str,
+        version: Option<i32>,
+    ) -> Result<Option<FlowRecord>, DbErr> {
+        let mut query = flow::Entity::find().filter(flow::Column::Key.eq(key));
+        if let Some(v) = version {
+            query = query.filter(flow::Column::Version.eq(v));
+        }
+        let row = query.order_by_desc(flow::Column::Version).one(db).await?;
+        row.map(|r| self.record(r)).transpose()
+    }
+
+    pub async fn by_id(&self, db: &impl ConnectionTrait, id: i64) -> Result<FlowRecord, DbErr> {
+        let row = flow::Entity::find_by_id(id)
+            .one(db)
+            .await?
+            .ok_or_else(|| DbErr::RecordNotFound(format!("flow row {id}")))?;
+        self.record(row)
+    }
+
+    pub async fn by_ids(&self, db: &impl ConnectionTrait, ids: Vec<i64>) -> Result<Vec<FlowRecord>, DbErr> {
+        let rows = flow::Entity::find().filter(flow::Column::Id.is_in(ids)).all(db).await?;
+        self.records(rows)
+    }
+
+    /// Every version of every flow, by key then version.
+    pub async fn list(&self, db: &impl ConnectionTrait) -> Result<Vec<FlowRecord>, DbErr> {
+        let rows = flow::Entity::find()
+            .order_by_asc(flow::Column::Key)
+            .order_by_asc(flow::Column::Version)
+            .all(db)
+            .await?;
+        self.records(rows)
+    }
+
+    pub async fn count(&self, db: &impl ConnectionTrait) -> Result<u64, DbErr> {
+        flow::Entity::find().count(db).await
+    }
+
+    pub async fn set_status(
+        &self,
+        db: &impl ConnectionTrait,
+        key: &str,
+        version: i32,
+        status: FlowStatus,
+    ) -> Result<Option<FlowRecord>, DbErr> {
+        flow::Entity::update_many()
+            .col_expr(flow::Column::Status, status.name().into())
+            .filter(flow::Column::Key.eq(key))
+            .filter(flow::Column::Version.eq(version))
+            .exec(db)
+            .await?;
+        self.find(db, key, Some(version)).await
+    }
+}

@@ -1,0 +1,57 @@
+//! The only code that talks SeaORM: connecting, migrating, and mapping rows to and from
+//! domain types. No business rules live here.
+
+pub mod enrollments;
+pub mod flows;
+pub mod subjects;
+
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+
+/// Opens the pool. SQLite gets WAL (readers never wait for the writer), a generous busy
+/// timeout (writers queue instead of failing) and enforced foreign keys.
+pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true)
+                .create_if_missing(true)
+        });
+    Database::connect(options).await
+}
+
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    Migrator::up(db, None).await
+}
+
+/// Begins a write transaction. On SQLite it takes the write lock at BEGIN (IMMEDIATE), so
+/// two writers queue on the busy timeout instead of deadlocking on a read-to-write
+/// upgrade; on PostgreSQL rows are locked explicitly with `SELECT ... FOR UPDATE`.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
+}
+
+pub fn is_postgres(db: &impl ConnectionTrait) -> bool {
+    db.get_database_backend() == DbBackend::Postgres
+}
+
+/// Maps a stored enum name back to the domain, failing loudly on a corrupt row.
+fn parse_name<T>(value: &str, parse: fn(&str) -> Option<T>, what: &str) -> Result<T, DbErr> {
+    parse(value).ok_or_else(|| DbErr::Custom(format!("unknown {what} `{value}` in the database")))
+}

@@ -1,0 +1,62 @@
+//! Subjects and their attributes.
+
+use chrono::{DateTime, Utc};
+use entity::subject;
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+};
+use serde_json::{Value, json};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubjectRecord {
+    pub id: i64,
+    pub external_id: String,
+    pub attributes: Value,
+}
+
+impl From<subject::Model> for SubjectRecord {
+    fn from(row: subject::Model) -> Self {
+        SubjectRecord { id: row.id, external_id: row.external_id, attributes: row.attributes }
+    }
+}
+
+pub async fn find(db: &impl ConnectionTrait, external_id: &str) -> Result<Option<SubjectRecord>, DbErr> {
+    let row = subject::Entity::find().filter(subject::Column::ExternalId.eq(external_id)).one(db).await?;
+    Ok(row.map(Into::into))
+}
+
+/// The subject, created with no attributes on first sight. Concurrent first sights are
+/// safe: the insert does nothing when another transaction got there first.
+pub async fn ensure(db: &impl ConnectionTrait, external_id: &str, now: DateTime<Utc>) -> Result<SubjectRecord, DbErr> {
+    if let Some(found) = find(db, external_id).await? {
+        return Ok(found);
+    }
+    let row = subject::ActiveModel {
+        id: NotSet,
+        external_id: Set(external_id.to_string()),
+        attributes: Set(json!({})),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    subject::Entity::insert(row)
+        .on_conflict_do_nothing_on([subject::Column::ExternalId])
+        .exec_without_returning(db)
+        .await?;
+    find(db, external_id).await?.ok_or_else(|| DbErr::RecordNotFound(format!("subject {external_id}")))
+}
+
+pub async fn set_attributes(
+    db: &impl ConnectionTrait,
+    id: i64,
+    attributes: Value,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    subject::Entity::update_many()
+        .col_expr(subject::Column::Attributes, attributes.into())
+        .col_expr(subject::Column::UpdatedAt, now.into())
+        .filter(subject::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! Publishing and reading flow versions.
+
+use chrono::Utc;
+use serde_json::Value;
+
+use super::Onramp;
+use crate::domain::{FlowStatus, parse_flow, validation::Problem};
+use crate::error::{AppError, AppResult};
+use crate::persistence::flows::FlowRecord;
+
+impl Onramp {
+    /// Every problem with a definition; empty when it would publish.
+    pub fn validate_flow(&self, definition: &Value) -> Vec<Problem> {
+        parse_flow(definition).err().unwrap_or_default()
+    }
+
+    /// Publishes a definition as the next version of its key. Subjects already enrolled
+    /// stay on the version they started.
+    pub async fn publish_flow(&self, definition: &Value) -> AppResult<FlowRecord> {
+        let definition = parse_flow(definition).map_err(AppError::invalid_definition)?;
+        // A concurrent publish of the same key takes the same version number; the unique
+        // index refuses one of them, which then takes the next number.
+        let mut attempt = 0;
+        loop {
+            match self.flows.insert_next_version(&self.db, &definition, Utc::now()).await {
+                Ok(flow) => {
+                    tracing::info!(key = %flow.key, version = flow.version, "flow published");
+                    return Ok(flow);
+                }
+                Err(e) if attempt < 5 && is_unique_violation(&e) => attempt += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Deprecated versions take no new enrollments; enrolled subjects carry on.
+    pub async fn deprecate_flow(&self, key: &str, version: i32) -> AppResult<FlowRecord> {
+        self.flows
+            .set_status(&self.db, key, version, FlowStatus::Deprecated)
+            .await?
+            .ok_or_else(|| AppError::not_found(format!("flow `{key}` has no version {version}")))
+    }
+
+    pub async fn list_flows(&self) -> AppResult<Vec<FlowRecord>> {
+        Ok(self.flows.list(&self.db).await?)
+    }
+
+    /// A version, or the newest one of any status.
+    pub async fn flow(&self, key: &str, version: Option<i32>) -> AppResult<Option<FlowRecord>> {
+        Ok(self.flows.find(&self.db, key, version).await?)
+    }
+
+    /// Publishes the demo flow when no flow exists at all. Returns it when published.
+    pub async fn ensure_demo_flow(&self) -> AppResult<Option<FlowRecord>> {
+        if self.flows.count(&self.db).await? > 0 {
+            return Ok(None);
+        }
+        self.publish_flow(&super::demo_flow_definition()).await.map(Some)
+    }
+}
+
+fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
+    matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+}

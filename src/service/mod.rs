@@ -1,0 +1,53 @@
+//! Use cases, one function each: load, ask the domain, save in one transaction. The
+//! transport (GraphQL) calls these; they never build queries themselves.
+
+mod demo;
+mod flows;
+mod progress;
+mod subjects;
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use sea_orm::DatabaseConnection;
+use serde_json::Value;
+
+pub use demo::demo_flow_definition;
+
+use crate::domain::{Enrollment, ProgressView, StepState, progress::view};
+use crate::persistence::flows::{FlowRecord, FlowStore};
+
+/// The engine: a database and the cache of published flows.
+pub struct Onramp {
+    db: DatabaseConnection,
+    flows: FlowStore,
+}
+
+impl Onramp {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Onramp { db, flows: FlowStore::default() }
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+}
+
+/// A subject's state in one flow, as read or just written: everything a status needs.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub subject_id: String,
+    pub flow: FlowRecord,
+    pub attributes: Value,
+    /// None when the subject is not enrolled: NOT_STARTED, with the would-be steps.
+    pub enrollment: Option<Enrollment>,
+}
+
+static NO_STEPS: LazyLock<BTreeMap<String, StepState>> = LazyLock::new(BTreeMap::new);
+
+impl Snapshot {
+    pub fn view(&self) -> ProgressView<'_> {
+        let steps = self.enrollment.as_ref().map_or(&*NO_STEPS, |e| &e.steps);
+        view(&self.flow.definition, &self.attributes, steps)
+    }
+}

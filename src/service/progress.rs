@@ -1,0 +1,87 @@
+//! Reading and changing a subject's progress through a flow.
+
+use chrono::Utc;
+
+use super::{Onramp, Snapshot};
+use crate::domain::{Command, Enrollment, Source, progress};
+use crate::error::{AppError, AppResult};
+use crate::persistence::{begin_write, enrollments, subjects};
+
+impl Onramp {
+    /// Where the subject stands. Reading never writes: an unknown subject or one not
+    /// enrolled gets NOT_STARTED with the steps of the version it would enroll in.
+    pub async fn status(&self, subject_id: &str, flow_key: &str) -> AppResult<Snapshot> {
+        let subject = subjects::find(&self.db, subject_id).await?;
+        let enrollment = match &subject {
+            Some(s) => enrollments::find(&self.db, s.id, flow_key, false).await?,
+            None => None,
+        };
+        let flow = match &enrollment {
+            Some(e) => self.flows.by_id(&self.db, e.flow_id).await?,
+            None => self.flows.latest_active(&self.db, flow_key).await?.ok_or_else(|| no_active_flow(flow_key))?,
+        };
+        Ok(Snapshot {
+            subject_id: subject_id.to_string(),
+            flow,
+            attributes: subject.map(|s| s.attributes).unwrap_or_else(|| serde_json::json!({})),
+            enrollment: enrollment.map(|e| e.state),
+        })
+    }
+
+    /// Every flow the subject is enrolled in.
+    pub async fn onboardings(&self, subject_id: &str) -> AppResult<Vec<Snapshot>> {
+        let Some(subject) = subjects::find(&self.db, subject_id).await? else {
+            return Ok(Vec::new());
+        };
+        let records = enrollments::list_for_subject(&self.db, subject.id, false).await?;
+        let flows = self.flows.by_ids(&self.db, records.iter().map(|r| r.flow_id).collect()).await?;
+        records
+            .into_iter()
+            .map(|r| {
+                let flow = flows
+                    .iter()
+                    .find(|f| f.id == r.flow_id)
+                    .cloned()
+                    .ok_or_else(|| AppError::internal(format!("enrollment {} points at missing flow {}", r.id, r.flow_id)))?;
+                Ok(Snapshot {
+                    subject_id: subject_id.to_string(),
+                    flow,
+                    attributes: subject.attributes.clone(),
+                    enrollment: Some(r.state),
+                })
+            })
+            .collect()
+    }
+
+    /// Runs a command against the subject's enrollment in one transaction, enrolling the
+    /// subject in the newest active version on first use. A failed command leaves no
+    /// trace, not even the enrollment it would have created.
+    pub async fn run(&self, subject_id: &str, flow_key: &str, command: Command, source: Source) -> AppResult<Snapshot> {
+        let now = Utc::now();
+        let txn = begin_write(&self.db).await?;
+        let subject = subjects::ensure(&txn, subject_id, now).await?;
+        let record = match enrollments::find(&txn, subject.id, flow_key, true).await? {
+            Some(record) => record,
+            None => {
+                let flow =
+                    self.flows.latest_active(&txn, flow_key).await?.ok_or_else(|| no_active_flow(flow_key))?;
+                enrollments::insert(&txn, subject.id, flow.id, flow_key, &Enrollment::new(now)).await?;
+                enrollments::find(&txn, subject.id, flow_key, true)
+                    .await?
+                    .ok_or_else(|| AppError::internal("enrollment vanished after insert"))?
+            }
+        };
+        let flow = self.flows.by_id(&txn, record.flow_id).await?;
+        let mut state = record.state;
+        let outcome = progress::apply(&flow.definition, &subject.attributes, &mut state, command, source, now)?;
+        if outcome.changed {
+            enrollments::save(&txn, record.id, &state, &outcome.changed_steps).await?;
+        }
+        txn.commit().await?;
+        Ok(Snapshot { subject_id: subject_id.to_string(), flow, attributes: subject.attributes, enrollment: Some(state) })
+    }
+}
+
+fn no_active_flow(key: &str) -> AppError {
+    AppError::not_found(format!("no active flow with key `{key}`"))
+}

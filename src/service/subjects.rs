@@ -1,0 +1,49 @@
+//! Subject attributes, which conditions read.
+
+use chrono::Utc;
+use serde_json::{Map, Value};
+
+use super::Onramp;
+use crate::domain::progress;
+use crate::error::{AppError, AppResult};
+use crate::persistence::{begin_write, enrollments, subjects};
+
+impl Onramp {
+    /// Replaces the subject's attributes, or merges them in (top-level keys; a null value
+    /// removes a key). What applies can change with them, so every enrollment of the
+    /// subject gets a new revision, and one may complete.
+    pub async fn set_attributes(&self, subject_id: &str, attributes: Value, merge: bool) -> AppResult<Value> {
+        let Value::Object(incoming) = attributes else {
+            return Err(AppError::invalid("attributes must be a JSON object"));
+        };
+        let now = Utc::now();
+        let txn = begin_write(&self.db).await?;
+        let subject = subjects::ensure(&txn, subject_id, now).await?;
+        let mut next: Map<String, Value> = if merge {
+            subject.attributes.as_object().cloned().unwrap_or_default()
+        } else {
+            Map::new()
+        };
+        for (key, value) in incoming {
+            if value.is_null() {
+                next.remove(&key);
+            } else {
+                next.insert(key, value);
+            }
+        }
+        let next = Value::Object(next);
+        if next == subject.attributes {
+            txn.rollback().await?;
+            return Ok(next);
+        }
+        subjects::set_attributes(&txn, subject.id, next.clone(), now).await?;
+        for record in enrollments::list_for_subject(&txn, subject.id, true).await? {
+            let flow = self.flows.by_id(&txn, record.flow_id).await?;
+            let mut state = record.state;
+            let outcome = progress::attributes_changed(&flow.definition, &next, &mut state, now);
+            enrollments::save(&txn, record.id, &state, &outcome.changed_steps).await?;
+        }
+        txn.commit().await?;
+        Ok(next)
+    }
+}
