@@ -98,6 +98,9 @@ impl From<ProgressError> for AppError {
             ProgressError::StepNotFound(_) => AppError::not_found(message),
             ProgressError::StepNotApplicable(_) => AppError::new(ErrorCode::StepNotApplicable, message),
             ProgressError::StepNotSkippable(_) => AppError::new(ErrorCode::StepNotSkippable, message),
+            ProgressError::StepAlreadyCompleted(_) | ProgressError::FlowAlreadyCompleted => {
+                AppError::new(ErrorCode::Conflict, message)
+            }
             ProgressError::StepLocked { blocked_by, .. } => {
                 AppError::new(ErrorCode::StepLocked, message).with("blockedBy", Value::from(blocked_by))
             }

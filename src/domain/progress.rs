@@ -221,6 +221,10 @@ pub enum ProgressError {
     StepLocked { step: String, blocked_by: Vec<String> },
     #[error("step `{0}` cannot be skipped")]
     StepNotSkippable(String),
+    #[error("step `{0}` is already completed and cannot be skipped")]
+    StepAlreadyCompleted(String),
+    #[error("the flow is already completed and cannot be skipped")]
+    FlowAlreadyCompleted,
 }
 
 /// What a command did.
@@ -256,6 +260,9 @@ pub fn apply(
         }
         Command::Reconcile => {}
         Command::SkipFlow => {
+            if enrollment.status == EnrollmentStatus::Completed {
+                return Err(ProgressError::FlowAlreadyCompleted);
+            }
             if enrollment.status == EnrollmentStatus::InProgress {
                 enrollment.status = EnrollmentStatus::Skipped;
                 enrollment.skipped_at = Some(now);
@@ -295,8 +302,11 @@ pub fn apply(
         }
         Command::SkipStep { step, reason } => {
             let def = check_step(flow, attributes, enrollment, &step, true)?;
+            if enrollment.step_status(&step) == StepStatus::Completed {
+                return Err(ProgressError::StepAlreadyCompleted(step));
+            }
             let state = step_entry(enrollment, def, source);
-            if !state.status.is_finished() {
+            if state.status != StepStatus::Skipped {
                 state.status = StepStatus::Skipped;
                 state.skipped_at = Some(now);
                 state.skip_reason = reason;

@@ -565,7 +565,11 @@ fn invalid_flow_and_step_keys_are_reported() {
             ("$.steps[5].key", INVALID_KEY),
         ],
     );
-    let problem = single_problem(&json!({"key": "1st", "title": "T", "steps": [{"key": "a", "title": "A"}]}), "$.key", INVALID_KEY);
+    let problem = single_problem(
+        &json!({"key": "1st", "title": "T", "steps": [{"key": "a", "title": "A"}]}),
+        "$.key",
+        INVALID_KEY,
+    );
     assert_eq!(
         problem.message,
         "`1st` is not a valid key: start with a letter, then letters, digits, `_` or `-`, at most 64 characters"
@@ -631,7 +635,10 @@ fn a_two_step_cycle_is_reported_with_its_forward_edge() {
         {"key": "a", "title": "A", "dependsOn": ["b"]},
         {"key": "b", "title": "B", "dependsOn": ["a"]}
     ]));
-    assert_problems(&raw, &[("$.steps[0].dependsOn[0]", FORWARD_DEPENDENCY), ("$.steps[0].dependsOn", DEPENDENCY_CYCLE)]);
+    assert_problems(
+        &raw,
+        &[("$.steps[0].dependsOn[0]", FORWARD_DEPENDENCY), ("$.steps[0].dependsOn", DEPENDENCY_CYCLE)],
+    );
     assert_eq!(problems(&raw)[1].message, "dependency cycle: a -> b -> a");
 }
 
@@ -644,7 +651,10 @@ fn a_three_step_cycle_is_reported_once_with_its_forward_edge() {
         {"key": "c", "title": "C", "dependsOn": ["b"]},
         {"key": "d", "title": "D", "dependsOn": ["c"]}
     ]));
-    assert_problems(&raw, &[("$.steps[0].dependsOn[0]", FORWARD_DEPENDENCY), ("$.steps[0].dependsOn", DEPENDENCY_CYCLE)]);
+    assert_problems(
+        &raw,
+        &[("$.steps[0].dependsOn[0]", FORWARD_DEPENDENCY), ("$.steps[0].dependsOn", DEPENDENCY_CYCLE)],
+    );
     assert_eq!(problems(&raw)[1].message, "dependency cycle: a -> c -> b -> a");
 }
 
@@ -897,7 +907,10 @@ fn a_required_step_cannot_be_skippable() {
         {"key": "b", "title": "B", "required": true, "skippable": true},
         {"key": "c", "title": "C", "required": false, "skippable": true}
     ]));
-    assert_problems(&raw, &[("$.steps[0].skippable", REQUIRED_STEP_SKIPPABLE), ("$.steps[1].skippable", REQUIRED_STEP_SKIPPABLE)]);
+    assert_problems(
+        &raw,
+        &[("$.steps[0].skippable", REQUIRED_STEP_SKIPPABLE), ("$.steps[1].skippable", REQUIRED_STEP_SKIPPABLE)],
+    );
     assert!(problems(&raw)[0].message.starts_with("a required step cannot be skippable"));
 }
 
@@ -911,11 +924,7 @@ fn points_must_be_a_non_negative_whole_number() {
             {"key": "d", "title": "D", "points": 0},
             {"key": "e", "title": "E", "points": 100}
         ])),
-        &[
-            ("$.steps[0].points", NEGATIVE_POINTS),
-            ("$.steps[1].points", WRONG_TYPE),
-            ("$.steps[2].points", WRONG_TYPE),
-        ],
+        &[("$.steps[0].points", NEGATIVE_POINTS), ("$.steps[1].points", WRONG_TYPE), ("$.steps[2].points", WRONG_TYPE)],
     );
 }
 

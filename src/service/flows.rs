@@ -1,6 +1,5 @@
 //! Publishing and reading flow versions.
 
-use chrono::Utc;
 use serde_json::Value;
 
 use super::Onramp;
@@ -22,7 +21,7 @@ impl Onramp {
         // index refuses one of them, which then takes the next number.
         let mut attempt = 0;
         loop {
-            match self.flows.insert_next_version(&self.db, &definition, Utc::now()).await {
+            match self.flows.insert_next_version(&self.db, &definition, super::now()).await {
                 Ok(flow) => {
                     tracing::info!(key = %flow.key, version = flow.version, "flow published");
                     return Ok(flow);

@@ -43,6 +43,13 @@ pub struct Snapshot {
     pub enrollment: Option<Enrollment>,
 }
 
+/// The current time at the precision every backend stores (PostgreSQL keeps
+/// microseconds), so what a write returns equals what a later read returns.
+pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}
+
 static NO_STEPS: LazyLock<BTreeMap<String, StepState>> = LazyLock::new(BTreeMap::new);
 
 impl Snapshot {

@@ -1,6 +1,5 @@
 //! Reading and changing a subject's progress through a flow.
 
-use chrono::Utc;
 
 use super::{Onramp, Snapshot};
 use crate::domain::{Command, Enrollment, Source, progress};
@@ -57,7 +56,7 @@ impl Onramp {
     /// subject in the newest active version on first use. A failed command leaves no
     /// trace, not even the enrollment it would have created.
     pub async fn run(&self, subject_id: &str, flow_key: &str, command: Command, source: Source) -> AppResult<Snapshot> {
-        let now = Utc::now();
+        let now = super::now();
         let txn = begin_write(&self.db).await?;
         let subject = subjects::ensure(&txn, subject_id, now).await?;
         let record = match enrollments::find(&txn, subject.id, flow_key, true).await? {

@@ -1,6 +1,5 @@
 //! Subject attributes, which conditions read.
 
-use chrono::Utc;
 use serde_json::{Map, Value};
 
 use super::Onramp;
@@ -16,7 +15,7 @@ impl Onramp {
         let Value::Object(incoming) = attributes else {
             return Err(AppError::invalid("attributes must be a JSON object"));
         };
-        let now = Utc::now();
+        let now = super::now();
         let txn = begin_write(&self.db).await?;
         let subject = subjects::ensure(&txn, subject_id, now).await?;
         let mut next: Map<String, Value> = if merge {

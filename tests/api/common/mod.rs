@@ -1,0 +1,248 @@
+//! The test harness: a server per test on its own database, and a small GraphQL client.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use onramp::auth::{JwtKeys, Role};
+use onramp::config::{JwtArgs, Mode};
+use onramp::service::Onramp;
+use onramp::{AppState, http, persistence};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use serde_json::{Value, json};
+
+pub const TEST_SECRET: &str = "integration-test-secret";
+const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Runs each named test function on both backends: `both!(name);` makes
+/// `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::common::TestApp::sqlite().await).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::common::TestApp::postgres().await).await;
+                }
+            }
+        )*
+    };
+}
+
+pub enum Backend {
+    Sqlite { path: std::path::PathBuf },
+    Postgres { admin_url: String, name: String },
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub keys: Arc<JwtKeys>,
+    /// A direct connection, for assertions on what was stored.
+    pub db: DatabaseConnection,
+    backend: Backend,
+}
+
+pub fn jwt_args() -> JwtArgs {
+    JwtArgs {
+        jwt_secret: Some(TEST_SECRET.into()),
+        jwt_public_key: None,
+        jwt_algorithm: None,
+        jwt_private_key: None,
+        jwt_issuer: None,
+        jwt_audience: None,
+        role_claim: "role".into(),
+        mode: Some(Mode::Production),
+    }
+}
+
+impl TestApp {
+    pub async fn sqlite() -> TestApp {
+        let path = std::env::temp_dir().join(format!("onramp-test-{}.db", uuid::Uuid::new_v4().simple()));
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        TestApp::start(&url, Backend::Sqlite { path }).await
+    }
+
+    pub async fn postgres() -> TestApp {
+        let admin_url = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_POSTGRES.to_string());
+        let name = format!("onramp_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = Database::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url} is required for the PostgreSQL tests: {e}"));
+        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+        admin.close().await.ok();
+        let url = with_database(&admin_url, &name);
+        TestApp::start(&url, Backend::Postgres { admin_url, name }).await
+    }
+
+    async fn start(url: &str, backend: Backend) -> TestApp {
+        let db = persistence::connect(url, 8).await.expect("connect");
+        persistence::migrate(&db).await.expect("migrate");
+        let keys = JwtKeys::from_args(&jwt_args(), Mode::Production).expect("keys");
+        let state = AppState::new(Onramp::new(db), keys, false);
+        let keys = state.keys.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, http::router(state)).await });
+        let direct = persistence::connect(url, 2).await.expect("connect direct");
+        TestApp { addr, client: reqwest::Client::new(), keys, db: direct, backend }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres { .. })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn token(&self, subject: &str, role: Role) -> String {
+        self.keys.mint(subject, role, 3600).expect("mint")
+    }
+
+    pub fn user(&self, subject: &str) -> String {
+        self.token(subject, Role::User)
+    }
+
+    pub fn admin(&self) -> String {
+        self.token("test-admin", Role::Admin)
+    }
+
+    /// The whole GraphQL response.
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut request = self.client.post(self.url("/graphql")).json(&json!({ "query": query, "variables": variables }));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let response = request.send().await.expect("request");
+        assert!(response.status().is_success(), "HTTP {}", response.status());
+        response.json().await.expect("json response")
+    }
+
+    /// `data`, failing the test on any error.
+    pub async fn ok(&self, token: &str, query: &str, variables: Value) -> Value {
+        let response = self.gql(Some(token), query, variables).await;
+        assert!(response.get("errors").is_none(), "unexpected errors: {response:#}");
+        response["data"].clone()
+    }
+
+    /// The first error, failing the test when there is none.
+    pub async fn error(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let response = self.gql(token, query, variables).await;
+        response["errors"][0].clone().as_object().map(|_| response["errors"][0].clone()).unwrap_or_else(|| {
+            panic!("expected an error, got {response:#}");
+        })
+    }
+
+    /// The error code of the first error.
+    pub async fn code(&self, token: Option<&str>, query: &str, variables: Value) -> String {
+        let error = self.error(token, query, variables).await;
+        error["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no code in {error:#}")).to_string()
+    }
+
+    pub async fn publish(&self, definition: Value) -> Value {
+        let data = self
+            .ok(&self.admin(), "mutation($d: JSON!) { publishFlow(definition: $d) { key version status } }", json!({ "d": definition }))
+            .await;
+        data["publishFlow"].clone()
+    }
+
+    pub async fn set_attributes(&self, subject: &str, attributes: Value) -> Value {
+        self.ok(
+            &self.admin(),
+            "mutation($s: ID!, $a: JSON!) { setSubjectAttributes(subjectId: $s, attributes: $a) { attributes } }",
+            json!({ "s": subject, "a": attributes }),
+        )
+        .await
+    }
+
+    /// A scalar from the database, for checks the API cannot make.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let row = self
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(self.db.get_database_backend(), sql.to_string()))
+            .await
+            .expect("query")
+            .expect("row");
+        row.try_get_by_index::<i64>(0).expect("count")
+    }
+}
+
+pub const STATUS_FIELDS: &str = "flowKey version title status startedAt completedAt skippedAt percentComplete \
+    completedCount totalCount position points revision \
+    steps { key status available blockedBy points completedAt skippedAt skipReason metadata source required skippable } \
+    nextStep { key }";
+
+pub fn status_query() -> String {
+    format!("query($f: String!, $s: ID) {{ status(flowKey: $f, subjectId: $s) {{ {STATUS_FIELDS} }} }}")
+}
+
+pub fn complete_mutation() -> String {
+    format!(
+        "mutation($f: String!, $k: String!, $m: JSON, $s: ID) {{ completeStep(flowKey: $f, stepKey: $k, metadata: $m, subjectId: $s) {{ {STATUS_FIELDS} }} }}"
+    )
+}
+
+pub fn skip_mutation() -> String {
+    format!(
+        "mutation($f: String!, $k: String!, $r: String) {{ skipStep(flowKey: $f, stepKey: $k, reason: $r) {{ {STATUS_FIELDS} }} }}"
+    )
+}
+
+/// A flow with a dependency, an optional step and a plan condition.
+pub fn sample_flow(key: &str) -> Value {
+    json!({
+        "key": key,
+        "title": "Welcome",
+        "steps": [
+            { "key": "verify_email", "title": "Verify your email", "points": 10 },
+            { "key": "profile", "title": "Complete your profile", "dependsOn": ["verify_email"], "points": 5 },
+            { "key": "invite", "title": "Invite your team", "required": false, "condition": { "plan": "team" }, "points": 20 },
+            { "key": "tour", "title": "Take the tour", "required": false, "points": 1 }
+        ]
+    })
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        match &self.backend {
+            Backend::Sqlite { path } => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+            }
+            Backend::Postgres { admin_url, name } => {
+                // Drop the database on a thread of its own: Drop cannot await, and the
+                // test's runtime may already be shutting down.
+                let (admin_url, name) = (admin_url.clone(), name.clone());
+                let _ = std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                    runtime.block_on(async {
+                        let admin = Database::connect(&admin_url).await.ok()?;
+                        admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()
+                    })
+                })
+                .join();
+            }
+        }
+    }
+}

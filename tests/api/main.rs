@@ -1,0 +1,11 @@
+//! Integration tests: the real HTTP server, in-process on port 0, one fresh database per
+//! test so they run in parallel. Every test marked `both!` runs on SQLite and on
+//! PostgreSQL (TEST_DATABASE_URL, default the local server); PostgreSQL tests never skip.
+
+mod common;
+
+mod auth;
+mod errors;
+mod flows;
+mod progress;
+mod schema;
