@@ -597,6 +597,36 @@ fn a_required_step_cannot_be_skipped() {
 }
 
 #[test]
+fn an_optional_step_marked_not_skippable_cannot_be_skipped() {
+    // Skippability is its own flag: optional only means completion does not wait for it.
+    let flow = flow(json!([
+        {"key": "a", "title": "A"},
+        {"key": "survey", "title": "Survey", "required": false, "skippable": false}
+    ]));
+    let attrs = no_attributes();
+    let mut enrollment = Enrollment::new(at(0));
+    assert_eq!(
+        refused(&flow, &attrs, &mut enrollment, skip("survey")),
+        ProgressError::StepNotSkippable("survey".into())
+    );
+    // And it does not hold completion back.
+    assert!(run(&flow, &attrs, &mut enrollment, complete("a"), at(1)).completed);
+}
+
+#[test]
+fn repeating_a_skip_of_an_already_skipped_unskippable_step_is_not_an_error() {
+    // A step skipped while it was skippable (under an earlier version of the flow, say)
+    // keeps answering a repeated skip with "nothing to do" rather than an error.
+    let flow = basic_flow();
+    let attrs = no_attributes();
+    let mut enrollment = Enrollment::new(at(0));
+    enrollment.steps.insert("profile".into(), StepState::new(StepStatus::Skipped, Source::User));
+    let snapshot = enrollment.clone();
+    assert_eq!(run(&flow, &attrs, &mut enrollment, skip("profile"), at(1)), Outcome::default());
+    assert_eq!(enrollment, snapshot);
+}
+
+#[test]
 fn step_checks_run_in_order_found_applicable_skippable_unlocked() {
     let flow = flow(json!([
         {"key": "a", "title": "A"},
