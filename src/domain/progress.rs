@@ -317,9 +317,11 @@ pub fn apply(
     }
 
     // Completion is derived, whatever the command: the last required step, an attribute
-    // change that removed one, or a step done in a dismissed flow can all complete it.
-    // It happens once: completed_at never moves afterwards.
-    if enrollment.status != EnrollmentStatus::Completed && view(flow, attributes, &enrollment.steps).required_done {
+    // change that removed one, or a step done in a dismissed flow (which resumes it) can
+    // all complete it. A dismissed flow stays dismissed until the subject comes back, so
+    // a flow is never both skipped and completed. Completion happens once: completed_at
+    // never moves afterwards.
+    if enrollment.status == EnrollmentStatus::InProgress && view(flow, attributes, &enrollment.steps).required_done {
         enrollment.status = EnrollmentStatus::Completed;
         enrollment.completed_at = Some(now);
         outcome.completed = true;

@@ -704,7 +704,20 @@ fn repeating_a_skip_or_a_start_changes_nothing() {
 }
 
 #[test]
-fn finished_steps_are_not_reopened_by_start_or_skip() {
+fn a_completed_step_is_not_reopened_by_start() {
+    let flow = basic_flow();
+    let attrs = no_attributes();
+    let mut enrollment = Enrollment::new(at(0));
+    run(&flow, &attrs, &mut enrollment, complete("profile"), at(1));
+    let snapshot = enrollment.clone();
+
+    assert_eq!(run(&flow, &attrs, &mut enrollment, start_step("profile"), at(2)), Outcome::default());
+    assert_eq!(enrollment, snapshot);
+    assert_eq!(enrollment.step_status("profile"), StepStatus::Completed);
+}
+
+#[test]
+fn skipping_a_completed_step_is_refused() {
     let flow = basic_flow();
     let attrs = no_attributes();
     let mut enrollment = Enrollment::new(at(0));
@@ -712,11 +725,32 @@ fn finished_steps_are_not_reopened_by_start_or_skip() {
     run(&flow, &attrs, &mut enrollment, complete("tour"), at(2));
     let snapshot = enrollment.clone();
 
-    assert_eq!(run(&flow, &attrs, &mut enrollment, start_step("profile"), at(3)), Outcome::default());
-    assert_eq!(run(&flow, &attrs, &mut enrollment, skip("tour"), at(4)), Outcome::default());
+    let error = refused(&flow, &attrs, &mut enrollment, skip("tour"));
+    assert_eq!(error, ProgressError::StepAlreadyCompleted("tour".into()));
+    assert_eq!(error.to_string(), "step `tour` is already completed and cannot be skipped");
+    // A required step is refused for not being skippable first: that check comes earlier.
+    assert_eq!(
+        refused(&flow, &attrs, &mut enrollment, skip("profile")),
+        ProgressError::StepNotSkippable("profile".into())
+    );
     assert_eq!(enrollment, snapshot);
-    assert_eq!(enrollment.step_status("profile"), StepStatus::Completed);
     assert_eq!(enrollment.step_status("tour"), StepStatus::Completed);
+}
+
+#[test]
+fn skipping_a_completed_step_is_refused_even_when_it_is_locked_again() {
+    let flow = flow(json!([
+        {"key": "invite", "title": "Invite", "condition": {"plan": "team"}},
+        {"key": "share", "title": "Share", "required": false, "dependsOn": ["invite"]}
+    ]));
+    let mut enrollment = Enrollment::new(at(0));
+    run(&flow, &json!({"plan": "solo"}), &mut enrollment, complete("share"), at(1));
+    // On the team plan `share` waits for `invite` again, but what it says is that it is done.
+    let team = json!({"plan": "team"});
+    assert_eq!(
+        refused(&flow, &team, &mut enrollment, skip("share")),
+        ProgressError::StepAlreadyCompleted("share".into())
+    );
 }
 
 #[test]
@@ -791,13 +825,29 @@ fn the_enrollment_completes_exactly_once_and_completed_at_never_moves() {
     assert_eq!(enrollment.last_activity_at, at(3));
     assert_eq!(enrollment.revision, 4);
 
-    // Neither Start, Reconcile nor SkipFlow reopens or re-completes a completed enrollment.
-    for (i, command) in [Command::Start, Command::Reconcile, Command::SkipFlow].into_iter().enumerate() {
-        assert_eq!(run(&flow, &attrs, &mut enrollment, command, at(4 + i as u32)), Outcome::default());
-    }
+    // Neither Start nor Reconcile reopens or re-completes a completed enrollment, and it
+    // cannot be dismissed any more.
+    let snapshot = enrollment.clone();
+    assert_eq!(run(&flow, &attrs, &mut enrollment, Command::Start, at(4)), Outcome::default());
+    assert_eq!(run(&flow, &attrs, &mut enrollment, Command::Reconcile, at(5)), Outcome::default());
+    assert_eq!(refused(&flow, &attrs, &mut enrollment, Command::SkipFlow), ProgressError::FlowAlreadyCompleted);
+    assert_eq!(enrollment, snapshot);
     assert_eq!(enrollment.status, EnrollmentStatus::Completed);
     assert_eq!((enrollment.completed_at, enrollment.skipped_at), (Some(at(2)), None));
     assert_eq!(enrollment.revision, 4);
+}
+
+#[test]
+fn a_completed_flow_cannot_be_skipped() {
+    let flow = flow(json!([{"key": "a", "title": "A"}]));
+    let attrs = no_attributes();
+    let mut enrollment = Enrollment::new(at(0));
+    run(&flow, &attrs, &mut enrollment, complete("a"), at(1));
+    let error = refused(&flow, &attrs, &mut enrollment, Command::SkipFlow);
+    assert_eq!(error, ProgressError::FlowAlreadyCompleted);
+    assert_eq!(error.to_string(), "the flow is already completed and cannot be skipped");
+    assert_eq!(enrollment.status, EnrollmentStatus::Completed);
+    assert_eq!(enrollment.skipped_at, None);
 }
 
 #[test]
@@ -851,6 +901,61 @@ fn reconcile_without_any_change_does_nothing() {
     let snapshot = enrollment.clone();
     assert_eq!(run(&flow, &attrs, &mut enrollment, Command::Reconcile, at(2)), Outcome::default());
     assert_eq!(enrollment, snapshot);
+}
+
+#[test]
+fn attributes_changed_moves_the_revision_by_one_but_not_the_activity_time() {
+    let flow = basic_flow();
+    let attrs = no_attributes();
+    let mut enrollment = Enrollment::new(at(0));
+    run(&flow, &attrs, &mut enrollment, complete("profile"), at(1));
+    let before = enrollment.clone();
+
+    // Nothing the flow reads changed, but the snapshot is new all the same.
+    let outcome = attributes_changed(&flow, &json!({"plan": "team"}), &mut enrollment, at(2));
+
+    assert_eq!(outcome, changed(&[], 0, false));
+    assert_eq!(enrollment.revision, before.revision + 1);
+    assert_eq!(enrollment.last_activity_at, at(1), "an attribute change is not the subject's activity");
+    assert_eq!(Enrollment { revision: before.revision, ..enrollment.clone() }, before, "nothing else moved");
+
+    attributes_changed(&flow, &attrs, &mut enrollment, at(3));
+    assert_eq!(enrollment.revision, before.revision + 2);
+}
+
+#[test]
+fn attributes_changed_completes_when_the_last_required_step_stops_applying() {
+    let flow = flow(json!([
+        {"key": "welcome", "title": "Welcome"},
+        {"key": "invite", "title": "Invite your team", "condition": {"plan": "team"}}
+    ]));
+    let mut enrollment = Enrollment::new(at(0));
+    run(&flow, &json!({"plan": "team"}), &mut enrollment, complete("welcome"), at(1));
+    assert_eq!(enrollment.revision, 2);
+
+    let outcome = attributes_changed(&flow, &json!({"plan": "solo"}), &mut enrollment, at(2));
+
+    assert_eq!(outcome, changed(&[], 0, true));
+    assert_eq!(enrollment.status, EnrollmentStatus::Completed);
+    assert_eq!(enrollment.completed_at, Some(at(2)));
+    assert_eq!(enrollment.revision, 3, "completing and the new snapshot are one revision");
+    assert_eq!(enrollment.last_activity_at, at(1));
+}
+
+#[test]
+fn attributes_changed_never_moves_completed_at() {
+    let flow = flow(json!([{"key": "a", "title": "A"}, {"key": "b", "title": "B", "condition": {"plan": "team"}}]));
+    let solo = json!({"plan": "solo"});
+    let mut enrollment = Enrollment::new(at(0));
+    assert!(run(&flow, &solo, &mut enrollment, complete("a"), at(1)).completed);
+
+    let outcome = attributes_changed(&flow, &json!({"plan": "team"}), &mut enrollment, at(2));
+    assert_eq!(outcome, changed(&[], 0, false));
+    let outcome = attributes_changed(&flow, &solo, &mut enrollment, at(3));
+    assert_eq!(outcome, changed(&[], 0, false));
+    assert_eq!(enrollment.status, EnrollmentStatus::Completed);
+    assert_eq!(enrollment.completed_at, Some(at(1)));
+    assert_eq!(enrollment.revision, 4);
 }
 
 #[test]
@@ -1054,4 +1159,20 @@ fn answering_another_role_leaves_the_branch_step_out() {
         ProgressError::StepNotApplicable("api_key".into())
     );
     assert!(run(&flow, &attrs, &mut enrollment, complete("invite"), at(2)).completed);
+}
+
+#[test]
+fn dismissing_a_flow_with_nothing_required_leaves_it_skipped_not_completed() {
+    let f = flow(json!([{"key": "tour", "title": "Tour", "required": false}]));
+    let mut e = Enrollment::new(at(0));
+    let outcome = run(&f, &no_attributes(), &mut e, Command::SkipFlow, at(1));
+    assert!(!outcome.completed);
+    assert_eq!(e.status, EnrollmentStatus::Skipped);
+    assert_eq!(e.completed_at, None);
+    assert_eq!(e.skipped_at, Some(at(1)));
+    // Coming back completes it: nothing required is left.
+    let outcome = run(&f, &no_attributes(), &mut e, Command::Start, at(2));
+    assert!(outcome.completed);
+    assert_eq!(e.status, EnrollmentStatus::Completed);
+    assert_eq!(e.skipped_at, None);
 }

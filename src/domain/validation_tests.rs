@@ -659,6 +659,22 @@ fn a_three_step_cycle_is_reported_once_with_its_forward_edge() {
 }
 
 #[test]
+fn a_cycle_through_a_repeated_dependency_is_reported_once() {
+    let raw = flow_json(json!([
+        {"key": "a", "title": "A", "dependsOn": ["b", "b"]},
+        {"key": "b", "title": "B", "dependsOn": ["a", "a"]}
+    ]));
+    assert_problems(
+        &raw,
+        &[
+            ("$.steps[0].dependsOn[0]", FORWARD_DEPENDENCY),
+            ("$.steps[0].dependsOn[1]", FORWARD_DEPENDENCY),
+            ("$.steps[0].dependsOn", DEPENDENCY_CYCLE),
+        ],
+    );
+}
+
+#[test]
 fn a_cycle_is_reported_even_when_its_steps_have_other_problems() {
     // The cycle stage reads the dependency graph as written, so an author sees the cycle
     // in the same round as a broken field on one of its steps.
