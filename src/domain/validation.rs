@@ -371,6 +371,10 @@ fn parse_condition(raw: &Value, at: &str, scope: &AnswerScope<'_>, problems: &mu
     for (name, value) in obj {
         let item_at = format!("{at}.{name}");
         let path = parse_path(name, &item_at, scope, problems);
+        if value.is_null() {
+            problems.add(&item_at, WRONG_VALUE_TYPE, "to test for a missing value use {\"attr\", \"op\": \"exists\", \"value\": false}");
+            continue;
+        }
         if value.is_array() || value.is_object() {
             problems.add(
                 &item_at,
@@ -446,6 +450,10 @@ fn parse_comparison(
         (Op::Contains, Some(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_)))) => v.clone(),
         (Op::Contains, Some(_)) => {
             return wrong_value(problems, &value_at, "`contains` looks for a string, number or boolean");
+        }
+        // A missing value reads as absent, never as null, so `eq null` could never hold.
+        (Op::Eq | Op::Ne, Some(Value::Null)) => {
+            return wrong_value(problems, &value_at, "to test for a missing value use `exists` with false");
         }
         (Op::Eq | Op::Ne, Some(v)) => v.clone(),
     };

@@ -298,7 +298,6 @@ fn canonical_json_spells_out_defaults_and_expands_shorthands() {
 fn every_operator_accepts_its_value_types() {
     let cases = [
         json!({"attr": "plan", "op": "eq", "value": "team"}),
-        json!({"attr": "plan", "op": "eq", "value": null}),
         json!({"attr": "tags", "op": "eq", "value": ["a", "b"]}),
         json!({"attr": "plan", "op": "ne", "value": {"nested": true}}),
         json!({"attr": "plan", "op": "in", "value": ["team", "pro"]}),
@@ -1020,4 +1019,19 @@ fn every_problem_in_a_definition_is_reported_in_one_round() {
 fn problems_display_as_path_code_and_message() {
     let problem = single_problem(&flow_json(json!([])), "$.steps", EMPTY_FLOW);
     assert_eq!(problem.to_string(), "$.steps EMPTY_FLOW: a flow needs at least one step");
+}
+
+#[test]
+fn comparing_with_null_is_refused_in_favour_of_exists() {
+    let raw = json!({"key": "f", "title": "F", "steps": [
+        {"key": "a", "title": "A", "condition": {"plan": null}},
+        {"key": "b", "title": "B", "condition": {"attr": "plan", "op": "ne", "value": null}}
+    ]});
+    assert_eq!(
+        codes_of(&raw),
+        vec![
+            ("$.steps[0].condition.plan".to_string(), WRONG_VALUE_TYPE),
+            ("$.steps[1].condition.value".to_string(), WRONG_VALUE_TYPE),
+        ]
+    );
 }
