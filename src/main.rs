@@ -47,9 +47,13 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    // JSON lines for log shippers in production; readable text otherwise.
+    if std::env::var("ONRAMP_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -100,7 +104,8 @@ async fn serve(cli: Cli, mode: Mode) -> anyhow::Result<()> {
         tracing::info!(key = %flow.key, "published the demo flow");
     }
     let dev_token = if development { Some(keys.mint("demo-admin", Role::Admin, 7 * 86_400)?) } else { None };
-    let listener = tokio::net::TcpListener::bind(cli.serve.bind).await.with_context(|| format!("binding {}", cli.serve.bind))?;
+    let listener =
+        tokio::net::TcpListener::bind(cli.serve.bind).await.with_context(|| format!("binding {}", cli.serve.bind))?;
     let addr = listener.local_addr()?;
     let app = http::router(AppState::new(onramp, keys, development));
     tracing::info!(%addr, database = %redact(url), ?mode, "onramp listening");

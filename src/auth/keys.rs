@@ -83,7 +83,16 @@ impl JwtKeys {
             (None, None) => return Err(KeyError::Missing),
         };
         let mut validation = Validation::new(algorithm);
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // jsonwebtoken checks `iss` and `aud` only when the token carries them: a
+        // configured one must also be required, or a token without it passes.
+        let mut required = vec!["exp", "sub"];
+        if args.jwt_issuer.is_some() {
+            required.push("iss");
+        }
+        if args.jwt_audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         validation.validate_nbf = true;
         validation.leeway = 30;
         match &args.jwt_issuer {
@@ -108,10 +117,19 @@ impl JwtKeys {
 
     /// Verifies a token (with or without the `Bearer ` prefix).
     pub fn verify(&self, token: &str) -> Result<Principal, String> {
-        let token = token.strip_prefix("Bearer ").unwrap_or(token).trim();
+        // The scheme name is case-insensitive (RFC 9110).
+        let token = token.trim();
+        let token = match token.split_once(' ') {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+            _ => token,
+        };
         let data = decode::<Map<String, Value>>(token, &self.decoding, &self.validation).map_err(|e| e.to_string())?;
         let claims = data.claims;
-        let subject = claims.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or("`sub` must be a non-empty string")?;
+        let subject = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or("`sub` must be a non-empty string")?;
         let expires_at = claims.get("exp").and_then(Value::as_u64).ok_or("`exp` must be a number")?;
         let role = match claims.get(&self.role_claim) {
             None | Some(Value::Null) => Role::User,

@@ -151,7 +151,11 @@ fn applicability(flow: &FlowDefinition, attributes: &Value, steps: &BTreeMap<Str
 /// Computes where the subject stands. A dependency is met when it is completed or
 /// skipped (skipping is the subject's answer to an optional step, and must not lock
 /// what comes after it forever), or when it does not apply to the subject at all.
-pub fn view<'a>(flow: &'a FlowDefinition, attributes: &Value, steps: &'a BTreeMap<String, StepState>) -> ProgressView<'a> {
+pub fn view<'a>(
+    flow: &'a FlowDefinition,
+    attributes: &Value,
+    steps: &'a BTreeMap<String, StepState>,
+) -> ProgressView<'a> {
     let applies = applicability(flow, attributes, steps);
     let applies_by_key: BTreeMap<&str, bool> =
         flow.steps.iter().zip(&applies).map(|(s, a)| (s.key.as_str(), *a)).collect();
@@ -181,8 +185,7 @@ pub fn view<'a>(flow: &'a FlowDefinition, attributes: &Value, steps: &'a BTreeMa
 
     let required: Vec<&StepView> = views.iter().filter(|v| v.definition.required).collect();
     let required_completed = required.iter().filter(|v| v.status == StepStatus::Completed).count();
-    let percent_complete =
-        if required.is_empty() { 100 } else { (required_completed * 100 / required.len()) as i32 };
+    let percent_complete = if required.is_empty() { 100 } else { (required_completed * 100 / required.len()) as i32 };
     let completed_count = views.iter().filter(|v| v.status == StepStatus::Completed).count() as i32;
     let total_count = views.len() as i32;
     let next_step = views.iter().position(|v| v.available && !v.status.is_finished());
@@ -202,9 +205,17 @@ pub fn view<'a>(flow: &'a FlowDefinition, attributes: &Value, steps: &'a BTreeMa
 pub enum Command {
     /// Enroll, or resume a dismissed flow.
     Start,
-    StartStep { step: String },
-    CompleteStep { step: String, metadata: Option<Value> },
-    SkipStep { step: String, reason: Option<String> },
+    StartStep {
+        step: String,
+    },
+    CompleteStep {
+        step: String,
+        metadata: Option<Value>,
+    },
+    SkipStep {
+        step: String,
+        reason: Option<String>,
+    },
     /// Dismiss the whole flow.
     SkipFlow,
     /// Nothing asked: re-derive completion after the subject's attributes changed.

@@ -148,11 +148,8 @@ pub fn parse_flow(raw: &Value) -> Result<FlowDefinition, Vec<Problem>> {
         }
     }
 
-    let steps: Vec<Option<StepDefinition>> = raw_steps
-        .iter()
-        .enumerate()
-        .map(|(i, raw)| parse_step(raw, i, &position, &mut problems))
-        .collect();
+    let steps: Vec<Option<StepDefinition>> =
+        raw_steps.iter().enumerate().map(|(i, raw)| parse_step(raw, i, &position, &mut problems)).collect();
 
     // Stage 4: cycles, over the dependencies that name known steps, as written. Steps
     // that failed to parse still count: any cycle of two or more steps has a forward
@@ -177,13 +174,9 @@ pub fn parse_flow(raw: &Value) -> Result<FlowDefinition, Vec<Problem>> {
     }
 
     match (problems.0.is_empty(), key, title) {
-        (true, Some(key), Some(title)) => Ok(FlowDefinition {
-            key,
-            title,
-            description,
-            scope,
-            steps: steps.into_iter().flatten().collect(),
-        }),
+        (true, Some(key), Some(title)) => {
+            Ok(FlowDefinition { key, title, description, scope, steps: steps.into_iter().flatten().collect() })
+        }
         _ => Err(problems.0),
     }
 }
@@ -240,8 +233,7 @@ fn parse_step(
     };
 
     // Earlier steps: what this step's condition may read and depend on.
-    let earlier: HashSet<&str> =
-        position.iter().filter(|(_, p)| **p < index).map(|(k, _)| k.as_str()).collect();
+    let earlier: HashSet<&str> = position.iter().filter(|(_, p)| **p < index).map(|(k, _)| k.as_str()).collect();
     let scope = AnswerScope::Steps { all: position, earlier: &earlier, this: key.as_deref() };
 
     let condition = match obj.get("condition") {
@@ -347,7 +339,11 @@ fn parse_condition(raw: &Value, at: &str, scope: &AnswerScope<'_>, problems: &mu
         if let Some(items) = obj.get(combinator) {
             only_key(obj, at, combinator, problems);
             let Some(items) = items.as_array() else {
-                problems.add(format!("{at}.{combinator}"), INVALID_CONDITION, format!("`{combinator}` takes an array of conditions"));
+                problems.add(
+                    format!("{at}.{combinator}"),
+                    INVALID_CONDITION,
+                    format!("`{combinator}` takes an array of conditions"),
+                );
                 return None;
             };
             let parsed: Vec<Option<Condition>> = items
@@ -372,7 +368,11 @@ fn parse_condition(raw: &Value, at: &str, scope: &AnswerScope<'_>, problems: &mu
         let item_at = format!("{at}.{name}");
         let path = parse_path(name, &item_at, scope, problems);
         if value.is_null() {
-            problems.add(&item_at, WRONG_VALUE_TYPE, "to test for a missing value use {\"attr\", \"op\": \"exists\", \"value\": false}");
+            problems.add(
+                &item_at,
+                WRONG_VALUE_TYPE,
+                "to test for a missing value use {\"attr\", \"op\": \"exists\", \"value\": false}",
+            );
             continue;
         }
         if value.is_array() || value.is_object() {
@@ -418,7 +418,11 @@ fn parse_comparison(
             Some(op) => Some(op),
             None => {
                 let valid = Op::ALL.iter().map(|o| o.name()).collect::<Vec<_>>().join(", ");
-                problems.add(format!("{at}.op"), UNKNOWN_OPERATOR, format!("unknown operator `{name}`; use one of {valid}"));
+                problems.add(
+                    format!("{at}.op"),
+                    UNKNOWN_OPERATOR,
+                    format!("unknown operator `{name}`; use one of {valid}"),
+                );
                 None
             }
         },
@@ -481,15 +485,16 @@ fn check_status_values(path: &Path, op: Op, value: &Value, at: &str, problems: &
         (Op::In | Op::NotIn, Value::Array(items)) => items.iter().collect(),
         (Op::Exists, _) => return true,
         _ => {
-            problems.add(at, WRONG_VALUE_TYPE, format!("a step status is compared with eq, ne, in or not_in, not `{}`", op.name()));
+            problems.add(
+                at,
+                WRONG_VALUE_TYPE,
+                format!("a step status is compared with eq, ne, in or not_in, not `{}`", op.name()),
+            );
             return false;
         }
     };
-    let bad: Vec<String> = candidates
-        .iter()
-        .filter(|v| v.as_str().and_then(StepStatus::parse).is_none())
-        .map(|v| v.to_string())
-        .collect();
+    let bad: Vec<String> =
+        candidates.iter().filter(|v| v.as_str().and_then(StepStatus::parse).is_none()).map(|v| v.to_string()).collect();
     if bad.is_empty() {
         return true;
     }
@@ -536,13 +541,21 @@ fn parse_path(raw: &str, at: &str, scope: &AnswerScope<'_>, problems: &mut Probl
 
 fn only_key(obj: &Map<String, Value>, at: &str, key: &str, problems: &mut Problems) {
     for other in obj.keys().filter(|k| k.as_str() != key) {
-        problems.add(format!("{at}.{other}"), INVALID_CONDITION, format!("`{key}` cannot be combined with `{other}` in one object"));
+        problems.add(
+            format!("{at}.{other}"),
+            INVALID_CONDITION,
+            format!("`{key}` cannot be combined with `{other}` in one object"),
+        );
     }
 }
 
 fn unknown_fields(obj: &Map<String, Value>, at: &str, known: &[&str], problems: &mut Problems) {
     for key in obj.keys().filter(|k| !known.contains(&k.as_str())) {
-        problems.add(format!("{at}.{key}"), UNKNOWN_FIELD, format!("unknown field `{key}`; known fields: {}", known.join(", ")));
+        problems.add(
+            format!("{at}.{key}"),
+            UNKNOWN_FIELD,
+            format!("unknown field `{key}`; known fields: {}", known.join(", ")),
+        );
     }
 }
 

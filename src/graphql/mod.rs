@@ -7,7 +7,7 @@ mod types;
 
 use std::sync::Arc;
 
-use async_graphql::{Context, EmptySubscription, MergedObject, Schema, SchemaBuilder, SDLExportOptions};
+use async_graphql::{Context, EmptySubscription, MergedObject, SDLExportOptions, Schema, SchemaBuilder};
 
 use crate::auth::{Auth, Principal};
 use crate::error::AppResult;
@@ -32,9 +32,9 @@ pub fn build_schema(onramp: Arc<Onramp>) -> OnrampSchema {
 
 /// The SDL as checked in at schema.graphql; sorted so diffs stay stable.
 pub fn sdl() -> String {
-    schema_builder().finish().sdl_with_options(
-        SDLExportOptions::new().sorted_fields().sorted_arguments().sorted_enum_items(),
-    )
+    schema_builder()
+        .finish()
+        .sdl_with_options(SDLExportOptions::new().sorted_fields().sorted_arguments().sorted_enum_items())
 }
 
 fn onramp<'a>(ctx: &Context<'a>) -> &'a Arc<Onramp> {

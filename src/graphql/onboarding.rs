@@ -24,7 +24,12 @@ impl OnboardingQuery {
     }
 
     /// The first applicable, available, unfinished step, or null when there is none.
-    async fn next_step(&self, ctx: &Context<'_>, flow_key: String, subject_id: Option<ID>) -> Result<Option<StepProgress>> {
+    async fn next_step(
+        &self,
+        ctx: &Context<'_>,
+        flow_key: String,
+        subject_id: Option<ID>,
+    ) -> Result<Option<StepProgress>> {
         let subject = principal(ctx)?.target(subject_id.as_deref().map(String::as_str))?;
         let snapshot = onramp(ctx).status(&subject, &flow_key).await?;
         let view = snapshot.view();
@@ -48,7 +53,12 @@ const MAX_REASON_LEN: usize = 500;
 #[Object]
 impl OnboardingMutation {
     /// Enrolls the subject in the newest active version, or resumes a dismissed flow.
-    async fn start_onboarding(&self, ctx: &Context<'_>, flow_key: String, subject_id: Option<ID>) -> Result<OnboardingStatus> {
+    async fn start_onboarding(
+        &self,
+        ctx: &Context<'_>,
+        flow_key: String,
+        subject_id: Option<ID>,
+    ) -> Result<OnboardingStatus> {
         run(ctx, flow_key, subject_id, Command::Start).await
     }
 
@@ -97,12 +107,22 @@ impl OnboardingMutation {
     }
 
     /// Dismisses the whole flow. A completed flow stays completed.
-    async fn skip_onboarding(&self, ctx: &Context<'_>, flow_key: String, subject_id: Option<ID>) -> Result<OnboardingStatus> {
+    async fn skip_onboarding(
+        &self,
+        ctx: &Context<'_>,
+        flow_key: String,
+        subject_id: Option<ID>,
+    ) -> Result<OnboardingStatus> {
         run(ctx, flow_key, subject_id, Command::SkipFlow).await
     }
 }
 
-async fn run(ctx: &Context<'_>, flow_key: String, subject_id: Option<ID>, command: Command) -> Result<OnboardingStatus> {
+async fn run(
+    ctx: &Context<'_>,
+    flow_key: String,
+    subject_id: Option<ID>,
+    command: Command,
+) -> Result<OnboardingStatus> {
     let caller = principal(ctx)?;
     let subject = caller.target(subject_id.as_deref().map(String::as_str))?;
     let snapshot = onramp(ctx).run(&subject, &flow_key, command, source_of(caller)).await?;

@@ -59,14 +59,17 @@ pub async fn list_for_subject(
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let mut steps: HashMap<i64, Vec<step_progress::Model>> = HashMap::new();
     if !ids.is_empty() {
-        for step in step_progress::Entity::find().filter(step_progress::Column::EnrollmentId.is_in(ids)).all(db).await? {
+        for step in step_progress::Entity::find().filter(step_progress::Column::EnrollmentId.is_in(ids)).all(db).await?
+        {
             steps.entry(step.enrollment_id).or_default().push(step);
         }
     }
-    rows.into_iter().map(|row| {
-        let s = steps.remove(&row.id).unwrap_or_default();
-        record(row, s)
-    }).collect()
+    rows.into_iter()
+        .map(|row| {
+            let s = steps.remove(&row.id).unwrap_or_default();
+            record(row, s)
+        })
+        .collect()
 }
 
 /// Inserts a new enrollment unless the subject already has one for the flow key (another

@@ -135,11 +135,8 @@ impl FlowStore {
 
     /// Every version of every flow, by key then version.
     pub async fn list(&self, db: &impl ConnectionTrait) -> Result<Vec<FlowRecord>, DbErr> {
-        let rows = flow::Entity::find()
-            .order_by_asc(flow::Column::Key)
-            .order_by_asc(flow::Column::Version)
-            .all(db)
-            .await?;
+        let rows =
+            flow::Entity::find().order_by_asc(flow::Column::Key).order_by_asc(flow::Column::Version).all(db).await?;
         self.records(rows)
     }
 

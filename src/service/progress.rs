@@ -1,6 +1,5 @@
 //! Reading and changing a subject's progress through a flow.
 
-
 use super::{Onramp, Snapshot};
 use crate::domain::{Command, Enrollment, Source, progress};
 use crate::error::{AppError, AppResult};
@@ -37,11 +36,9 @@ impl Onramp {
         records
             .into_iter()
             .map(|r| {
-                let flow = flows
-                    .iter()
-                    .find(|f| f.id == r.flow_id)
-                    .cloned()
-                    .ok_or_else(|| AppError::internal(format!("enrollment {} points at missing flow {}", r.id, r.flow_id)))?;
+                let flow = flows.iter().find(|f| f.id == r.flow_id).cloned().ok_or_else(|| {
+                    AppError::internal(format!("enrollment {} points at missing flow {}", r.id, r.flow_id))
+                })?;
                 Ok(Snapshot {
                     subject_id: subject_id.to_string(),
                     flow,
@@ -62,8 +59,7 @@ impl Onramp {
         let record = match enrollments::find(&txn, subject.id, flow_key, true).await? {
             Some(record) => record,
             None => {
-                let flow =
-                    self.flows.latest_active(&txn, flow_key).await?.ok_or_else(|| no_active_flow(flow_key))?;
+                let flow = self.flows.latest_active(&txn, flow_key).await?.ok_or_else(|| no_active_flow(flow_key))?;
                 enrollments::insert(&txn, subject.id, flow.id, flow_key, &Enrollment::new(now)).await?;
                 enrollments::find(&txn, subject.id, flow_key, true)
                     .await?
@@ -77,7 +73,12 @@ impl Onramp {
             enrollments::save(&txn, record.id, &state, &outcome.changed_steps).await?;
         }
         txn.commit().await?;
-        Ok(Snapshot { subject_id: subject_id.to_string(), flow, attributes: subject.attributes, enrollment: Some(state) })
+        Ok(Snapshot {
+            subject_id: subject_id.to_string(),
+            flow,
+            attributes: subject.attributes,
+            enrollment: Some(state),
+        })
     }
 }
 

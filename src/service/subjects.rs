@@ -18,11 +18,8 @@ impl Onramp {
         let now = super::now();
         let txn = begin_write(&self.db).await?;
         let subject = subjects::ensure(&txn, subject_id, now).await?;
-        let mut next: Map<String, Value> = if merge {
-            subject.attributes.as_object().cloned().unwrap_or_default()
-        } else {
-            Map::new()
-        };
+        let mut next: Map<String, Value> =
+            if merge { subject.attributes.as_object().cloned().unwrap_or_default() } else { Map::new() };
         for (key, value) in incoming {
             if value.is_null() {
                 next.remove(&key);

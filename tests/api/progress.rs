@@ -37,7 +37,8 @@ async fn not_enrolled_reads_not_started_without_writing(app: TestApp) {
 async fn completing_every_required_step_completes_once(app: TestApp) {
     app.publish(sample_flow("welcome")).await;
     let alice = app.user("alice");
-    let first = &app.ok(&alice, &complete_mutation(), json!({ "f": "welcome", "k": "verify_email" })).await["completeStep"];
+    let first =
+        &app.ok(&alice, &complete_mutation(), json!({ "f": "welcome", "k": "verify_email" })).await["completeStep"];
     assert_eq!(first["status"], "IN_PROGRESS");
     assert_eq!(first["percentComplete"], 50);
     assert_eq!(first["points"], 10);
@@ -170,19 +171,25 @@ async fn skip_flow_then_resume(app: TestApp) {
     assert_eq!(resumed["startOnboarding"]["status"], "IN_PROGRESS");
     assert!(resumed["startOnboarding"]["skippedAt"].is_null());
 
-    let step = &app.ok(&alice, &skip_mutation(), json!({ "f": "welcome", "k": "tour", "r": "seen it" })).await["skipStep"];
+    let step =
+        &app.ok(&alice, &skip_mutation(), json!({ "f": "welcome", "k": "tour", "r": "seen it" })).await["skipStep"];
     assert_eq!(step["steps"][2]["status"], "SKIPPED");
     assert_eq!(step["steps"][2]["skipReason"], "seen it");
     assert_eq!(step["completedCount"], 0, "skipped steps are not completed");
     let started = app
-        .ok(&alice, "mutation { startStep(flowKey: \"welcome\", stepKey: \"verify_email\") { steps { key status } } }", json!({}))
+        .ok(
+            &alice,
+            "mutation { startStep(flowKey: \"welcome\", stepKey: \"verify_email\") { steps { key status } } }",
+            json!({}),
+        )
         .await;
     assert_eq!(started["startStep"]["steps"][0]["status"], "IN_PROGRESS");
 }
 
 async fn concurrent_devices_lose_no_update(app: TestApp) {
     // Ten steps with no dependencies, each completed twice at once from two "devices".
-    let steps: Vec<_> = (0..10).map(|i| json!({ "key": format!("s{i}"), "title": format!("Step {i}"), "points": 1 << i })).collect();
+    let steps: Vec<_> =
+        (0..10).map(|i| json!({ "key": format!("s{i}"), "title": format!("Step {i}"), "points": 1 << i })).collect();
     app.publish(json!({ "key": "race", "title": "Race", "steps": steps })).await;
     let app = std::sync::Arc::new(app);
     let mut tasks = Vec::new();

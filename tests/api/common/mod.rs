@@ -116,7 +116,8 @@ impl TestApp {
 
     /// The whole GraphQL response.
     pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
-        let mut request = self.client.post(self.url("/graphql")).json(&json!({ "query": query, "variables": variables }));
+        let mut request =
+            self.client.post(self.url("/graphql")).json(&json!({ "query": query, "variables": variables }));
         if let Some(t) = token {
             request = request.bearer_auth(t);
         }
@@ -148,7 +149,11 @@ impl TestApp {
 
     pub async fn publish(&self, definition: Value) -> Value {
         let data = self
-            .ok(&self.admin(), "mutation($d: JSON!) { publishFlow(definition: $d) { key version status } }", json!({ "d": definition }))
+            .ok(
+                &self.admin(),
+                "mutation($d: JSON!) { publishFlow(definition: $d) { key version status } }",
+                json!({ "d": definition }),
+            )
             .await;
         data["publishFlow"].clone()
     }
@@ -172,6 +177,33 @@ impl TestApp {
             .expect("row");
         row.try_get_by_index::<i64>(0).expect("count")
     }
+
+    /// A text scalar from the database (cast JSON columns with `CAST(... AS TEXT)`).
+    pub async fn text(&self, sql: &str) -> String {
+        let row = self
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(self.db.get_database_backend(), sql.to_string()))
+            .await
+            .expect("query")
+            .expect("row");
+        row.try_get_by_index::<String>(0).expect("text")
+    }
+}
+
+/// Seconds since the epoch, as JWT claims count time.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+}
+
+/// A token with exactly these claims, signed with an HMAC secret, for the malformed and
+/// hostile cases `JwtKeys::mint` cannot produce.
+pub fn sign_hmac(claims: &Value, algorithm: jsonwebtoken::Algorithm, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(algorithm),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign")
 }
 
 pub const STATUS_FIELDS: &str = "flowKey version title status startedAt completedAt skippedAt percentComplete \
