@@ -169,24 +169,18 @@ impl TestApp {
 
     /// A scalar from the database, for checks the API cannot make.
     pub async fn count(&self, sql: &str) -> i64 {
-        let row = self
-            .db
-            .query_one_raw(sea_orm::Statement::from_string(self.db.get_database_backend(), sql.to_string()))
-            .await
-            .expect("query")
-            .expect("row");
-        row.try_get_by_index::<i64>(0).expect("count")
+        self.scalar(sql).await
     }
 
     /// A text scalar from the database (cast JSON columns with `CAST(... AS TEXT)`).
     pub async fn text(&self, sql: &str) -> String {
-        let row = self
-            .db
-            .query_one_raw(sea_orm::Statement::from_string(self.db.get_database_backend(), sql.to_string()))
-            .await
-            .expect("query")
-            .expect("row");
-        row.try_get_by_index::<String>(0).expect("text")
+        self.scalar(sql).await
+    }
+
+    async fn scalar<T: sea_orm::TryGetable>(&self, sql: &str) -> T {
+        let statement = sea_orm::Statement::from_string(self.db.get_database_backend(), sql.to_string());
+        let row = self.db.query_one_raw(statement).await.expect("query").expect("row");
+        row.try_get_by_index::<T>(0).unwrap_or_else(|e| panic!("`{sql}`: {e:?}"))
     }
 }
 
