@@ -83,6 +83,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ONRAMP_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
 
+    /// Seconds a websocket may wait before sending connection_init (then it is closed
+    /// with 4408).
+    #[arg(long, env = "ONRAMP_WS_INIT_TIMEOUT", default_value_t = 10)]
+    pub ws_init_timeout: u64,
+
     /// Do not publish the demo flow on an empty development database.
     #[arg(long, env = "ONRAMP_NO_DEMO_FLOW")]
     pub no_demo_flow: bool,

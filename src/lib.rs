@@ -8,9 +8,11 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod persistence;
+pub mod realtime;
 pub mod service;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use auth::JwtKeys;
 use graphql::OnrampSchema;
@@ -24,11 +26,24 @@ pub struct AppState {
     pub keys: Arc<JwtKeys>,
     /// Serve GraphiQL at GET /graphql.
     pub graphiql: bool,
+    /// How long a websocket may wait before sending connection_init.
+    pub ws_init_timeout: Duration,
 }
 
 impl AppState {
     pub fn new(onramp: Onramp, keys: JwtKeys, graphiql: bool) -> Self {
         let onramp = Arc::new(onramp);
-        AppState { schema: graphql::build_schema(onramp.clone()), onramp, keys: Arc::new(keys), graphiql }
+        AppState {
+            schema: graphql::build_schema(onramp.clone()),
+            onramp,
+            keys: Arc::new(keys),
+            graphiql,
+            ws_init_timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn with_ws_init_timeout(mut self, timeout: Duration) -> Self {
+        self.ws_init_timeout = timeout;
+        self
     }
 }

@@ -95,6 +95,7 @@ async fn serve(cli: Cli, mode: Mode) -> anyhow::Result<()> {
         .with_context(|| format!("connecting to {}", redact(url)))?;
     persistence::migrate(&db).await.context("migrating")?;
     let onramp = Onramp::new(db);
+    let _listener = onramp.listen(url);
     let development = mode == Mode::Development;
     if development
         && !cli.serve.no_demo_flow
@@ -107,8 +108,12 @@ async fn serve(cli: Cli, mode: Mode) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(cli.serve.bind).await.with_context(|| format!("binding {}", cli.serve.bind))?;
     let addr = listener.local_addr()?;
-    let app = http::router(AppState::new(onramp, keys, development));
+    let state = AppState::new(onramp, keys, development)
+        .with_ws_init_timeout(std::time::Duration::from_secs(cli.serve.ws_init_timeout));
+    let app = http::router(state);
     tracing::info!(%addr, database = %redact(url), ?mode, "onramp listening");
+    // One stable line for scripts (and tests) that start onramp on port 0.
+    println!("onramp listening on http://{addr}");
     if let Some(token) = dev_token {
         println!("\nonramp is running in development mode on {}", redact(url));
         println!("  GraphiQL:  http://{addr}/graphql");

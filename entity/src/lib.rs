@@ -3,6 +3,8 @@
 //! domain's enums (see `onramp::domain`); the persistence layer maps them.
 
 pub mod enrollment;
+pub mod event;
 pub mod flow;
+pub mod outbox;
 pub mod step_progress;
 pub mod subject;

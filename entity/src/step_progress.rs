@@ -21,6 +21,8 @@ pub struct Model {
     /// USER, EVENT or ADMIN.
     pub source: String,
     pub updated_at: DateTimeUtc,
+    /// The product event that completed the step, when one did.
+    pub event_id: Option<String>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -2,15 +2,19 @@
 //! language, applicability, dependency gating, progress and completion. Nothing here
 //! touches a database, the network or the clock: callers pass `now` in.
 
+pub mod changes;
 pub mod condition;
 pub mod flow;
 pub mod progress;
+pub mod triggers;
 pub mod validation;
 
+pub use changes::{DomainEvent, DomainEventKind};
 pub use condition::{Condition, Facts, Op, Path};
 pub use flow::{FlowDefinition, FlowScope, FlowStatus, StepDefinition, Trigger};
 pub use progress::{
     Command, Enrollment, EnrollmentStatus, Outcome, ProgressError, ProgressView, Source, StepState, StepStatus,
     StepView,
 };
+pub use triggers::EventFact;
 pub use validation::{Problem, parse_flow};

@@ -55,6 +55,8 @@ pub struct StepState {
     pub skip_reason: Option<String>,
     pub metadata: Option<Value>,
     pub source: Source,
+    /// The product event that completed the step, when one did.
+    pub event_id: Option<String>,
 }
 
 impl StepState {
@@ -67,6 +69,7 @@ impl StepState {
             skip_reason: None,
             metadata: None,
             source,
+            event_id: None,
         }
     }
 }
@@ -306,6 +309,7 @@ pub fn apply(
                     state.metadata = metadata;
                 }
                 state.source = source;
+                state.event_id = None;
                 enrollment.points += points;
                 outcome.points_awarded = points;
                 touch_step(enrollment, &mut outcome, step);

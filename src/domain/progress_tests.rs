@@ -414,6 +414,7 @@ fn completing_a_step_records_it_and_awards_its_points() {
             skip_reason: None,
             metadata: Some(json!({"name": "Ada"})),
             source: Source::User,
+            event_id: None,
         }
     );
     assert_eq!(enrollment.points, 10);

@@ -2,12 +2,14 @@
 //! `extensions.code`. Resolvers only check who is asking and call a use case.
 
 mod admin;
+mod events;
 mod onboarding;
+mod subscription;
 mod types;
 
 use std::sync::Arc;
 
-use async_graphql::{Context, EmptySubscription, MergedObject, SDLExportOptions, Schema, SchemaBuilder};
+use async_graphql::{Context, MergedObject, SDLExportOptions, Schema, SchemaBuilder};
 
 use crate::auth::{Auth, Principal};
 use crate::error::AppResult;
@@ -17,13 +19,15 @@ use crate::service::Onramp;
 pub struct Query(onboarding::OnboardingQuery, admin::AdminQuery);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(onboarding::OnboardingMutation, admin::AdminMutation);
+pub struct Mutation(onboarding::OnboardingMutation, events::EventMutation, admin::AdminMutation);
 
-pub type OnrampSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type OnrampSchema = Schema<Query, Mutation, subscription::Subscription>;
 
 /// The schema without data, so the SDL can be exported with no database.
-pub fn schema_builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription).limit_depth(16).limit_complexity(5_000)
+pub fn schema_builder() -> SchemaBuilder<Query, Mutation, subscription::Subscription> {
+    Schema::build(Query::default(), Mutation::default(), subscription::Subscription)
+        .limit_depth(16)
+        .limit_complexity(5_000)
 }
 
 pub fn build_schema(onramp: Arc<Onramp>) -> OnrampSchema {

@@ -51,7 +51,7 @@ pub enum FlowScope {
 }
 
 /// A subject's progress through one flow: everything a checklist or progress bar needs.
-#[derive(SimpleObject, Clone, Debug)]
+#[derive(SimpleObject, Clone, Debug, PartialEq)]
 pub struct OnboardingStatus {
     pub subject_id: ID,
     pub flow_key: String,
@@ -85,7 +85,7 @@ pub struct OnboardingStatus {
 }
 
 /// One applicable step and the subject's state in it.
-#[derive(SimpleObject, Clone, Debug)]
+#[derive(SimpleObject, Clone, Debug, PartialEq)]
 pub struct StepProgress {
     pub key: String,
     pub title: String,

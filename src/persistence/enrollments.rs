@@ -133,6 +133,7 @@ pub async fn save(
             metadata: Set(s.metadata.clone()),
             source: Set(s.source.name().into()),
             updated_at: Set(state.last_activity_at),
+            event_id: Set(s.event_id.clone()),
         })
         .collect();
     if rows.is_empty() {
@@ -150,6 +151,7 @@ pub async fn save(
                     step_progress::Column::Metadata,
                     step_progress::Column::Source,
                     step_progress::Column::UpdatedAt,
+                    step_progress::Column::EventId,
                 ])
                 .to_owned(),
         )
@@ -170,6 +172,7 @@ fn record(row: enrollment::Model, steps: Vec<step_progress::Model>) -> Result<En
                 skip_reason: s.skip_reason,
                 metadata: s.metadata,
                 source: parse_name(&s.source, Source::parse, "step source")?,
+                event_id: s.event_id,
             };
             Ok((s.step_key, state))
         })

@@ -2,7 +2,9 @@
 //! domain types. No business rules live here.
 
 pub mod enrollments;
+pub mod events;
 pub mod flows;
+pub mod outbox;
 pub mod subjects;
 
 use std::time::Duration;

@@ -1,7 +1,9 @@
 //! Use cases, one function each: load, ask the domain, save in one transaction. The
 //! transport (GraphQL) calls these; they never build queries themselves.
 
+mod advance;
 mod demo;
+mod events;
 mod flows;
 mod progress;
 mod subjects;
@@ -13,23 +15,44 @@ use sea_orm::DatabaseConnection;
 use serde_json::Value;
 
 pub use demo::demo_flow_definition;
+pub use events::{CompletedStep, EventInput, EventOutcome, MAX_EVENT_BATCH};
 
 use crate::domain::{Enrollment, ProgressView, StepState, progress::view};
 use crate::persistence::flows::{FlowRecord, FlowStore};
+use crate::realtime::Realtime;
 
-/// The engine: a database and the cache of published flows.
+/// The engine: a database, the cache of published flows, and live fan-out.
 pub struct Onramp {
     db: DatabaseConnection,
     flows: FlowStore,
+    realtime: Realtime,
 }
 
 impl Onramp {
+    /// An engine on a migrated database. On PostgreSQL, call `listen` too, so changes
+    /// made by other instances reach this one's subscribers.
     pub fn new(db: DatabaseConnection) -> Self {
-        Onramp { db, flows: FlowStore::default() }
+        let realtime = Realtime::new(&db);
+        Onramp { db, flows: FlowStore::default(), realtime }
+    }
+
+    /// Starts the PostgreSQL change listener (nothing to do on SQLite).
+    pub fn listen(&self, database_url: &str) -> Option<tokio::task::JoinHandle<()>> {
+        (sea_orm::ConnectionTrait::get_database_backend(&self.db) == sea_orm::DbBackend::Postgres).then(|| {
+            crate::realtime::spawn_listener(
+                database_url,
+                self.realtime.hub().clone(),
+                self.realtime.instance().to_string(),
+            )
+        })
     }
 
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    pub fn realtime(&self) -> &Realtime {
+        &self.realtime
     }
 }
 

@@ -50,34 +50,46 @@ impl Onramp {
     }
 
     /// Runs a command against the subject's enrollment in one transaction, enrolling the
-    /// subject in the newest active version on first use. A failed command leaves no
-    /// trace, not even the enrollment it would have created.
+    /// subject in the newest active version on first use (its stored events then complete
+    /// what they trigger). A failed command leaves no trace, not even the enrollment it
+    /// would have created. Subscribers hear of the change after commit.
     pub async fn run(&self, subject_id: &str, flow_key: &str, command: Command, source: Source) -> AppResult<Snapshot> {
         let now = super::now();
         let txn = begin_write(&self.db).await?;
         let subject = subjects::ensure(&txn, subject_id, now).await?;
-        let record = match enrollments::find(&txn, subject.id, flow_key, true).await? {
-            Some(record) => record,
+        let (record, enrolled) = match enrollments::find(&txn, subject.id, flow_key, true).await? {
+            Some(record) => (record, false),
             None => {
                 let flow = self.flows.latest_active(&txn, flow_key).await?.ok_or_else(|| no_active_flow(flow_key))?;
                 enrollments::insert(&txn, subject.id, flow.id, flow_key, &Enrollment::new(now)).await?;
-                enrollments::find(&txn, subject.id, flow_key, true)
+                let record = enrollments::find(&txn, subject.id, flow_key, true)
                     .await?
-                    .ok_or_else(|| AppError::internal("enrollment vanished after insert"))?
+                    .ok_or_else(|| AppError::internal("enrollment vanished after insert"))?;
+                (record, true)
             }
         };
         let flow = self.flows.by_id(&txn, record.flow_id).await?;
-        let mut state = record.state;
-        let outcome = progress::apply(&flow.definition, &subject.attributes, &mut state, command, source, now)?;
-        if outcome.changed {
-            enrollments::save(&txn, record.id, &state, &outcome.changed_steps).await?;
-        }
+        let attributes = subject.attributes.clone();
+        let definition = flow.definition.clone();
+        let advanced = self
+            .advance(
+                &txn,
+                &subject,
+                &flow,
+                record,
+                |state| progress::apply(&definition, &attributes, state, command, source, now),
+                now,
+            )
+            .await?;
         txn.commit().await?;
+        if enrolled || advanced.outcome.changed {
+            self.realtime.announce(&[subject_id.to_string()]).await;
+        }
         Ok(Snapshot {
             subject_id: subject_id.to_string(),
             flow,
             attributes: subject.attributes,
-            enrollment: Some(state),
+            enrollment: Some(advanced.state),
         })
     }
 }

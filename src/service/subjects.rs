@@ -33,13 +33,23 @@ impl Onramp {
             return Ok(next);
         }
         subjects::set_attributes(&txn, subject.id, next.clone(), now).await?;
+        let subject = subjects::SubjectRecord { attributes: next.clone(), ..subject };
         for record in enrollments::list_for_subject(&txn, subject.id, true).await? {
             let flow = self.flows.by_id(&txn, record.flow_id).await?;
-            let mut state = record.state;
-            let outcome = progress::attributes_changed(&flow.definition, &next, &mut state, now);
-            enrollments::save(&txn, record.id, &state, &outcome.changed_steps).await?;
+            let definition = flow.definition.clone();
+            self.advance(
+                &txn,
+                &subject,
+                &flow,
+                record,
+                |state| Ok(progress::attributes_changed(&definition, &next, state, now)),
+                now,
+            )
+            .await?;
         }
         txn.commit().await?;
+        // Not-yet-enrolled flows change too (what applies), so watchers always hear of it.
+        self.realtime.announce(&[subject_id.to_string()]).await;
         Ok(next)
     }
 }

@@ -85,7 +85,9 @@ impl TestApp {
         let db = persistence::connect(url, 8).await.expect("connect");
         persistence::migrate(&db).await.expect("migrate");
         let keys = JwtKeys::from_args(&jwt_args(), Mode::Production).expect("keys");
-        let state = AppState::new(Onramp::new(db), keys, false);
+        let onramp = Onramp::new(db);
+        onramp.listen(url);
+        let state = AppState::new(onramp, keys, false).with_ws_init_timeout(std::time::Duration::from_secs(2));
         let keys = state.keys.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");

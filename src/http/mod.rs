@@ -1,10 +1,17 @@
-//! HTTP routes: /graphql (POST; GET serves GraphiQL in development) and /healthz.
+//! HTTP routes: /graphql (POST; GET serves GraphiQL in development), /graphql/ws
+//! (subscriptions) and /healthz.
+
+mod websocket;
+
+pub use websocket::token_from_payload;
 
 use std::time::Duration;
 
-use async_graphql::http::GraphiQLSource;
+use async_graphql::http::WebSocketProtocols;
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -22,6 +29,7 @@ const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphql/ws", get(graphql_ws))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
@@ -48,6 +56,29 @@ async fn graphql(State(state): State<AppState>, headers: HeaderMap, request: Gra
         }
     }
     response.into()
+}
+
+/// Small buffers: thousands of idle subscribers each hold one.
+const WS_BUFFER_BYTES: usize = 4 * 1024;
+const WS_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+async fn graphql_ws(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+    // The first protocol the client offers that we speak; graphql-transport-ws when it
+    // names none.
+    let offered = headers.get(header::SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok());
+    let protocol = match offered {
+        None => WebSocketProtocols::GraphQLWS,
+        Some(list) => match list.split(',').find_map(|p| p.trim().parse::<WebSocketProtocols>().ok()) {
+            Some(p) => p,
+            None => return (StatusCode::BAD_REQUEST, "unsupported websocket subprotocol").into_response(),
+        },
+    };
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .read_buffer_size(WS_BUFFER_BYTES)
+        .write_buffer_size(WS_BUFFER_BYTES)
+        .max_message_size(WS_MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| websocket::serve(socket, protocol, state))
 }
 
 async fn graphiql(State(state): State<AppState>) -> Response {

@@ -1,0 +1,23 @@
+//! Domain events written in the same transaction as the change they describe; delivered
+//! (as webhooks) after commit.
+use sea_orm::entity::prelude::*;
+
+#[sea_orm::model]
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "outbox")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    /// step_completed, step_skipped, onboarding_completed or onboarding_skipped.
+    pub kind: String,
+    pub subject_id: String,
+    pub flow_key: String,
+    pub flow_version: i32,
+    pub step_key: Option<String>,
+    #[sea_orm(column_type = "JsonBinary")]
+    pub payload: Json,
+    pub created_at: DateTimeUtc,
+    pub delivered_at: Option<DateTimeUtc>,
+}
+
+impl ActiveModelBehavior for ActiveModel {}

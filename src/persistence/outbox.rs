@@ -1,0 +1,44 @@
+//! The transactional outbox: domain events written with the change they describe.
+
+use chrono::{DateTime, Utc};
+use entity::outbox;
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ConnectionTrait, DbErr, EntityTrait,
+};
+use serde_json::Value;
+
+pub struct OutboxEntry {
+    pub kind: &'static str,
+    pub subject_id: String,
+    pub flow_key: String,
+    pub flow_version: i32,
+    pub step_key: Option<String>,
+    pub payload: Value,
+}
+
+/// Appends entries in order; ids grow, so delivery can follow commit order.
+pub async fn append(db: &impl ConnectionTrait, entries: Vec<OutboxEntry>, now: DateTime<Utc>) -> Result<(), DbErr> {
+    let rows: Vec<outbox::ActiveModel> = entries
+        .into_iter()
+        .map(|e| outbox::ActiveModel {
+            id: NotSet,
+            kind: Set(e.kind.to_string()),
+            subject_id: Set(e.subject_id),
+            flow_key: Set(e.flow_key),
+            flow_version: Set(e.flow_version),
+            step_key: Set(e.step_key),
+            payload: Set(e.payload),
+            created_at: Set(now),
+            delivered_at: Set(None),
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // One statement per row keeps the id order equal to the order given.
+    for row in rows {
+        outbox::Entity::insert(row).exec_without_returning(db).await?;
+    }
+    Ok(())
+}

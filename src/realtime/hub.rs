@@ -1,0 +1,104 @@
+//! Local watchers, one channel per watched subject. A `watch` channel holds only the
+//! latest signal, so a watcher that falls behind wakes once and reads the latest state
+//! instead of every intermediate one, and never slows anyone else down.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+/// What a watcher wakes up to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Signal {
+    /// Grows with every announced change.
+    pub changes: u64,
+    /// Grows when every watcher must re-send its state (the listener reconnected, so a
+    /// notification may have been missed).
+    pub resyncs: u64,
+}
+
+#[derive(Default)]
+pub struct Hub {
+    subjects: Mutex<HashMap<String, watch::Sender<Signal>>>,
+}
+
+impl Hub {
+    /// Starts watching a subject. The channel goes away with its last watcher.
+    pub fn watch(self: &Arc<Self>, subject: &str) -> Watch {
+        let mut subjects = self.subjects.lock().unwrap_or_else(|e| e.into_inner());
+        let sender = subjects.entry(subject.to_string()).or_insert_with(|| watch::channel(Signal::default()).0);
+        let mut receiver = sender.subscribe();
+        receiver.mark_unchanged();
+        Watch { receiver, hub: self.clone(), subject: subject.to_string() }
+    }
+
+    pub fn changed(&self, subject: &str) {
+        let subjects = self.subjects.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sender) = subjects.get(subject) {
+            sender.send_modify(|s| s.changes += 1);
+        }
+    }
+
+    /// Wakes every watcher to re-send its current state.
+    pub fn resync_all(&self) {
+        let subjects = self.subjects.lock().unwrap_or_else(|e| e.into_inner());
+        for sender in subjects.values() {
+            sender.send_modify(|s| s.resyncs += 1);
+        }
+    }
+
+    /// Subjects watched on this instance.
+    pub fn watched(&self) -> usize {
+        self.subjects.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// One watcher of one subject.
+pub struct Watch {
+    receiver: watch::Receiver<Signal>,
+    hub: Arc<Hub>,
+    subject: String,
+}
+
+impl Watch {
+    /// Waits for the next signal; several signals since the last call count as one.
+    pub async fn next(&mut self) -> Option<Signal> {
+        self.receiver.changed().await.ok()?;
+        Some(*self.receiver.borrow_and_update())
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut subjects = self.hub.subjects.lock().unwrap_or_else(|e| e.into_inner());
+        // This watcher's receiver is still alive here, hence `<= 1`.
+        if subjects.get(&self.subject).is_some_and(|s| s.receiver_count() <= 1) {
+            subjects.remove(&self.subject);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn watchers_wake_once_for_many_changes_and_channels_are_dropped_with_them() {
+        let hub = Arc::new(Hub::default());
+        let mut a = hub.watch("alice");
+        let b = hub.watch("alice");
+        let _c = hub.watch("bob");
+        assert_eq!(hub.watched(), 2);
+        for _ in 0..5 {
+            hub.changed("alice");
+        }
+        hub.changed("carol"); // nobody watches: nothing to do
+        assert_eq!(a.next().await, Some(Signal { changes: 5, resyncs: 0 }));
+        hub.resync_all();
+        assert_eq!(a.next().await, Some(Signal { changes: 5, resyncs: 1 }));
+        drop(b);
+        assert_eq!(hub.watched(), 2, "alice still has a watcher");
+        drop(a);
+        assert_eq!(hub.watched(), 1);
+    }
+}

@@ -1,0 +1,86 @@
+//! The one write path every use case shares: change an enrollment (a command, an
+//! attribute change, or nothing), let stored events complete what they trigger, save the
+//! result and its domain events to the outbox. Runs inside the caller's transaction, on a
+//! locked enrollment.
+
+use chrono::{DateTime, Utc};
+use sea_orm::DatabaseTransaction;
+use serde_json::{Value, json};
+
+use super::Onramp;
+use crate::domain::{Enrollment, Outcome, ProgressError, changes, triggers};
+use crate::error::AppResult;
+use crate::persistence::enrollments::{self, EnrollmentRecord};
+use crate::persistence::events;
+use crate::persistence::flows::FlowRecord;
+use crate::persistence::outbox::{self, OutboxEntry};
+use crate::persistence::subjects::SubjectRecord;
+
+pub(super) struct Advanced {
+    pub state: Enrollment,
+    pub outcome: Outcome,
+}
+
+impl Onramp {
+    pub(super) async fn advance(
+        &self,
+        txn: &DatabaseTransaction,
+        subject: &SubjectRecord,
+        flow: &FlowRecord,
+        record: EnrollmentRecord,
+        change: impl FnOnce(&mut Enrollment) -> Result<Outcome, ProgressError>,
+        now: DateTime<Utc>,
+    ) -> AppResult<Advanced> {
+        let before = record.state;
+        let mut state = before.clone();
+        let mut outcome = change(&mut state)?;
+
+        let names = flow.definition.trigger_events();
+        if !names.is_empty() {
+            let facts = events::facts(txn, subject.id, &names).await?;
+            let settled = triggers::settle(&flow.definition, &subject.attributes, &mut state, &facts, now);
+            outcome.changed |= settled.changed;
+            outcome.completed |= settled.completed;
+            outcome.points_awarded += settled.points_awarded;
+            outcome.changed_steps.extend(settled.changed_steps);
+        }
+        if !outcome.changed {
+            return Ok(Advanced { state, outcome });
+        }
+        enrollments::save(txn, record.id, &state, &outcome.changed_steps).await?;
+        let entries = changes::between(&before, &state, &outcome.changed_steps)
+            .into_iter()
+            .map(|event| {
+                let step = event.step.as_deref().and_then(|k| state.steps.get(k).map(|s| (k, s)));
+                let payload = match step {
+                    Some((key, s)) => json!({
+                        "points": flow.definition.step(key).map_or(0, |d| d.points),
+                        "source": s.source.name(),
+                        "eventId": s.event_id,
+                        "metadata": s.metadata,
+                        "skipReason": s.skip_reason,
+                        "revision": state.revision,
+                    }),
+                    None => json!({ "points": state.points, "revision": state.revision }),
+                };
+                OutboxEntry {
+                    kind: event.kind.name(),
+                    subject_id: subject.external_id.clone(),
+                    flow_key: flow.key.clone(),
+                    flow_version: flow.version,
+                    step_key: event.step,
+                    payload: strip_nulls(payload),
+                }
+            })
+            .collect();
+        outbox::append(txn, entries, now).await?;
+        Ok(Advanced { state, outcome })
+    }
+}
+
+fn strip_nulls(mut v: Value) -> Value {
+    if let Value::Object(m) = &mut v {
+        m.retain(|_, v| !v.is_null());
+    }
+    v
+}
