@@ -95,7 +95,7 @@ async fn serve(cli: Cli, mode: Mode) -> anyhow::Result<()> {
         .with_context(|| format!("connecting to {}", redact(url)))?;
     persistence::migrate(&db).await.context("migrating")?;
     let onramp = Onramp::new(db);
-    let _listener = onramp.listen(url);
+    let _listener = onramp.listen(url).await.context("PostgreSQL LISTEN for changes from other instances")?;
     let development = mode == Mode::Development;
     if development
         && !cli.serve.no_demo_flow

@@ -29,7 +29,7 @@ impl Hub {
         let sender = subjects.entry(subject.to_string()).or_insert_with(|| watch::channel(Signal::default()).0);
         let mut receiver = sender.subscribe();
         receiver.mark_unchanged();
-        Watch { receiver, hub: self.clone(), subject: subject.to_string() }
+        Watch { receiver: Some(receiver), hub: self.clone(), subject: subject.to_string() }
     }
 
     pub fn changed(&self, subject: &str) {
@@ -55,7 +55,8 @@ impl Hub {
 
 /// One watcher of one subject.
 pub struct Watch {
-    receiver: watch::Receiver<Signal>,
+    /// Always Some until dropped; taken in `drop` under the hub's lock.
+    receiver: Option<watch::Receiver<Signal>>,
     hub: Arc<Hub>,
     subject: String,
 }
@@ -63,16 +64,19 @@ pub struct Watch {
 impl Watch {
     /// Waits for the next signal; several signals since the last call count as one.
     pub async fn next(&mut self) -> Option<Signal> {
-        self.receiver.changed().await.ok()?;
-        Some(*self.receiver.borrow_and_update())
+        let receiver = self.receiver.as_mut()?;
+        receiver.changed().await.ok()?;
+        Some(*receiver.borrow_and_update())
     }
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
         let mut subjects = self.hub.subjects.lock().unwrap_or_else(|e| e.into_inner());
-        // This watcher's receiver is still alive here, hence `<= 1`.
-        if subjects.get(&self.subject).is_some_and(|s| s.receiver_count() <= 1) {
+        // Drop the receiver under the lock, so of two watchers leaving at once the second
+        // always sees the first gone, and the last one out removes the channel.
+        drop(self.receiver.take());
+        if subjects.get(&self.subject).is_some_and(|s| s.receiver_count() == 0) {
             subjects.remove(&self.subject);
         }
     }
@@ -100,5 +104,16 @@ mod tests {
         assert_eq!(hub.watched(), 2, "alice still has a watcher");
         drop(a);
         assert_eq!(hub.watched(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn watchers_leaving_at_once_leave_no_channel_behind() {
+        let hub = Arc::new(Hub::default());
+        for _ in 0..200 {
+            let watchers: Vec<Watch> = (0..4).map(|_| hub.watch("alice")).collect();
+            let handles: Vec<_> = watchers.into_iter().map(|w| std::thread::spawn(move || drop(w))).collect();
+            handles.into_iter().for_each(|h| h.join().unwrap());
+            assert_eq!(hub.watched(), 0);
+        }
     }
 }

@@ -12,32 +12,36 @@ use super::{Announcement, CHANNEL, Hub};
 /// The application_name of the listening connection, visible in pg_stat_activity.
 pub const APPLICATION_NAME: &str = "onramp-listener";
 
-pub fn spawn_listener(database_url: &str, hub: Arc<Hub>, instance: String) -> tokio::task::JoinHandle<()> {
+/// Connects and starts listening, then keeps listening in the background. Returns once
+/// the first LISTEN is in place, so an instance serves no subscriber that could miss a
+/// change made elsewhere.
+pub async fn spawn_listener(
+    database_url: &str,
+    hub: Arc<Hub>,
+    instance: String,
+) -> Result<tokio::task::JoinHandle<()>, sea_orm::sqlx::Error> {
     let separator = if database_url.contains('?') { '&' } else { '?' };
     let url = format!("{database_url}{separator}application_name={APPLICATION_NAME}");
-    tokio::spawn(async move {
-        let mut first = true;
-        let mut backoff = Duration::from_millis(100);
+    let mut listener = listen(&url).await?;
+    Ok(tokio::spawn(async move {
         loop {
-            match listen(&url).await {
-                Ok(mut listener) => {
-                    backoff = Duration::from_millis(100);
-                    if !first {
-                        tracing::info!("change listener reconnected; re-sending every subscriber's state");
-                        hub.resync_all();
+            pump(&mut listener, &hub, &instance).await;
+            tracing::warn!("change listener lost its connection");
+            let mut backoff = Duration::from_millis(100);
+            listener = loop {
+                match listen(&url).await {
+                    Ok(l) => break l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change listener cannot connect; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
-                    first = false;
-                    pump(&mut listener, &hub, &instance).await;
-                    tracing::warn!("change listener lost its connection");
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "change listener cannot connect; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
+            };
+            tracing::info!("change listener reconnected; re-sending every subscriber's state");
+            hub.resync_all();
         }
-    })
+    }))
 }
 
 async fn listen(url: &str) -> Result<PgListener, sea_orm::sqlx::Error> {

@@ -74,7 +74,12 @@ impl Onramp {
         for (subject_id, indexes) in by_subject {
             let subject = subjects::ensure(&txn, subject_id, now).await?;
             let mut new_ids: HashSet<String> = HashSet::new();
-            for &i in &indexes {
+            // Ids in a fixed order too (stable, so a repeated id keeps its input order):
+            // on PostgreSQL each insert holds its key until commit, and two overlapping
+            // batches in different orders would otherwise deadlock.
+            let mut by_id = indexes.clone();
+            by_id.sort_by(|&a, &b| inputs[a].id.cmp(&inputs[b].id));
+            for &i in &by_id {
                 let input = &inputs[i];
                 let event = StoredEvent {
                     subject_id: subject.id,
@@ -148,6 +153,10 @@ fn check(input: &EventInput) -> Result<(), AppError> {
     if !input.properties.is_object() {
         return Err(AppError::invalid("properties must be a JSON object"));
     }
+    // PostgreSQL text and jsonb cannot hold NUL: storing it would fail the whole batch.
+    let texts = Value::from(vec![input.id.as_str(), input.subject_id.as_str(), input.name.as_str()]);
+    super::refuse_nul(&texts, "an event")?;
+    super::refuse_nul(&input.properties, "an event")?;
     Ok(())
 }
 

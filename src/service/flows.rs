@@ -16,6 +16,7 @@ impl Onramp {
     /// Publishes a definition as the next version of its key. Subjects already enrolled
     /// stay on the version they started.
     pub async fn publish_flow(&self, definition: &Value) -> AppResult<FlowRecord> {
+        super::refuse_nul(definition, "a flow definition")?;
         let definition = parse_flow(definition).map_err(AppError::invalid_definition)?;
         // A concurrent publish of the same key takes the same version number; the unique
         // index refuses one of them, which then takes the next number.

@@ -36,15 +36,18 @@ impl Onramp {
         Onramp { db, flows: FlowStore::default(), realtime }
     }
 
-    /// Starts the PostgreSQL change listener (nothing to do on SQLite).
-    pub fn listen(&self, database_url: &str) -> Option<tokio::task::JoinHandle<()>> {
-        (sea_orm::ConnectionTrait::get_database_backend(&self.db) == sea_orm::DbBackend::Postgres).then(|| {
-            crate::realtime::spawn_listener(
-                database_url,
-                self.realtime.hub().clone(),
-                self.realtime.instance().to_string(),
-            )
-        })
+    /// Starts the PostgreSQL change listener and waits until it listens (nothing to do
+    /// on SQLite).
+    pub async fn listen(&self, database_url: &str) -> Result<Option<tokio::task::JoinHandle<()>>, sea_orm::DbErr> {
+        if sea_orm::ConnectionTrait::get_database_backend(&self.db) != sea_orm::DbBackend::Postgres {
+            return Ok(None);
+        }
+        let hub = self.realtime.hub().clone();
+        let instance = self.realtime.instance().to_string();
+        crate::realtime::spawn_listener(database_url, hub, instance)
+            .await
+            .map(Some)
+            .map_err(|e| sea_orm::DbErr::Custom(format!("starting the change listener: {e}")))
     }
 
     pub fn db(&self) -> &DatabaseConnection {
@@ -71,6 +74,23 @@ pub struct Snapshot {
 pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
     use chrono::SubsecRound;
     chrono::Utc::now().trunc_subsecs(6)
+}
+
+/// PostgreSQL text and jsonb cannot hold the NUL character, so input carrying one is
+/// refused up front on every backend, as bad input rather than a failed write.
+pub(crate) fn refuse_nul(value: &Value, what: &str) -> crate::error::AppResult<()> {
+    fn has_nul(value: &Value) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(has_nul),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    if has_nul(value) {
+        return Err(crate::error::AppError::invalid(format!("{what} cannot contain the NUL character (\\u0000)")));
+    }
+    Ok(())
 }
 
 static NO_STEPS: LazyLock<BTreeMap<String, StepState>> = LazyLock::new(BTreeMap::new);

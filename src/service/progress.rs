@@ -3,21 +3,24 @@
 use super::{Onramp, Snapshot};
 use crate::domain::{Command, Enrollment, Source, progress};
 use crate::error::{AppError, AppResult};
-use crate::persistence::{begin_write, enrollments, subjects};
+use crate::persistence::{begin_read, begin_write, enrollments, subjects};
 
 impl Onramp {
     /// Where the subject stands. Reading never writes: an unknown subject or one not
     /// enrolled gets NOT_STARTED with the steps of the version it would enroll in.
     pub async fn status(&self, subject_id: &str, flow_key: &str) -> AppResult<Snapshot> {
-        let subject = subjects::find(&self.db, subject_id).await?;
+        // One snapshot for every read, or a concurrent write can show up half applied.
+        let txn = begin_read(&self.db).await?;
+        let subject = subjects::find(&txn, subject_id).await?;
         let enrollment = match &subject {
-            Some(s) => enrollments::find(&self.db, s.id, flow_key, false).await?,
+            Some(s) => enrollments::find(&txn, s.id, flow_key, false).await?,
             None => None,
         };
         let flow = match &enrollment {
-            Some(e) => self.flows.by_id(&self.db, e.flow_id).await?,
-            None => self.flows.latest_active(&self.db, flow_key).await?.ok_or_else(|| no_active_flow(flow_key))?,
+            Some(e) => self.flows.by_id(&txn, e.flow_id).await?,
+            None => self.flows.latest_active(&txn, flow_key).await?.ok_or_else(|| no_active_flow(flow_key))?,
         };
+        txn.commit().await?;
         Ok(Snapshot {
             subject_id: subject_id.to_string(),
             flow,
@@ -28,11 +31,13 @@ impl Onramp {
 
     /// Every flow the subject is enrolled in.
     pub async fn onboardings(&self, subject_id: &str) -> AppResult<Vec<Snapshot>> {
-        let Some(subject) = subjects::find(&self.db, subject_id).await? else {
+        let txn = begin_read(&self.db).await?;
+        let Some(subject) = subjects::find(&txn, subject_id).await? else {
             return Ok(Vec::new());
         };
-        let records = enrollments::list_for_subject(&self.db, subject.id, false).await?;
-        let flows = self.flows.by_ids(&self.db, records.iter().map(|r| r.flow_id).collect()).await?;
+        let records = enrollments::list_for_subject(&txn, subject.id, false).await?;
+        let flows = self.flows.by_ids(&txn, records.iter().map(|r| r.flow_id).collect()).await?;
+        txn.commit().await?;
         records
             .into_iter()
             .map(|r| {
@@ -54,6 +59,11 @@ impl Onramp {
     /// what they trigger). A failed command leaves no trace, not even the enrollment it
     /// would have created. Subscribers hear of the change after commit.
     pub async fn run(&self, subject_id: &str, flow_key: &str, command: Command, source: Source) -> AppResult<Snapshot> {
+        match &command {
+            Command::CompleteStep { metadata: Some(m), .. } => super::refuse_nul(m, "metadata")?,
+            Command::SkipStep { reason: Some(r), .. } => super::refuse_nul(&r.as_str().into(), "reason")?,
+            _ => {}
+        }
         let now = super::now();
         let txn = begin_write(&self.db).await?;
         let subject = subjects::ensure(&txn, subject_id, now).await?;

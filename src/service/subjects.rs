@@ -15,6 +15,7 @@ impl Onramp {
         let Value::Object(incoming) = attributes else {
             return Err(AppError::invalid("attributes must be a JSON object"));
         };
+        super::refuse_nul(&Value::Object(incoming.clone()), "attributes")?;
         let now = super::now();
         let txn = begin_write(&self.db).await?;
         let subject = subjects::ensure(&txn, subject_id, now).await?;

@@ -22,6 +22,7 @@ both!(
     conflict_on_undoing_completion,
     internal_errors_are_censored,
     failed_mutations_lose_nothing,
+    nul_characters_are_bad_input_everywhere,
 );
 
 const PUBLISH: &str = "mutation($d: JSON!) { publishFlow(definition: $d) { key version } }";
@@ -432,4 +433,29 @@ async fn failed_mutations_lose_nothing(app: TestApp) {
     assert_eq!(app.count("SELECT COUNT(*) FROM step_progress").await, 1);
     assert_eq!(app.count("SELECT revision FROM enrollments").await, 2);
     assert_eq!(app.count("SELECT points FROM enrollments").await, 1);
+}
+
+/// PostgreSQL cannot store NUL; on every backend it is bad input, never an internal error.
+async fn nul_characters_are_bad_input_everywhere(app: TestApp) {
+    app.publish(sample_flow("welcome")).await;
+    let alice = app.user("alice");
+    let admin = app.admin();
+    let metadata = json!({ "note": "a\u{0}b" });
+    let code = app
+        .code(Some(&alice), &complete_mutation(), json!({ "f": "welcome", "k": "verify_email", "m": metadata }))
+        .await;
+    assert_eq!(code, "VALIDATION_FAILED");
+    let code = app
+        .code(
+            Some(&admin),
+            "mutation($a: JSON!) { setSubjectAttributes(subjectId: \"alice\", attributes: $a) { attributes } }",
+            json!({ "a": { "plan\u{0}": "team" } }),
+        )
+        .await;
+    assert_eq!(code, "VALIDATION_FAILED");
+    let mut definition = sample_flow("other");
+    definition["title"] = json!("Wel\u{0}come");
+    assert_eq!(app.code(Some(&admin), PUBLISH, json!({ "d": definition })).await, "VALIDATION_FAILED");
+    assert_eq!(app.count("SELECT COUNT(*) FROM enrollments").await, 0, "nothing was written");
+    assert_eq!(app.count("SELECT COUNT(*) FROM flows").await, 1);
 }

@@ -6,6 +6,8 @@ mod common;
 
 mod auth;
 mod errors;
+mod events;
 mod flows;
 mod progress;
 mod schema;
+mod subscriptions;

@@ -47,6 +47,8 @@ pub struct TestApp {
     /// A direct connection, for assertions on what was stored.
     pub db: DatabaseConnection,
     backend: Backend,
+    /// The database the server runs on.
+    url: String,
 }
 
 pub fn jwt_args() -> JwtArgs {
@@ -75,7 +77,14 @@ impl TestApp {
         let admin = Database::connect(&admin_url)
             .await
             .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url} is required for the PostgreSQL tests: {e}"));
-        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+        // Concurrent CREATE DATABASE statements can collide on the template database
+        // ("source database is being accessed by other users"); a retry resolves it.
+        let mut attempt = 0;
+        while let Err(e) = admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await {
+            attempt += 1;
+            assert!(attempt < 20, "cannot create test database {name}: {e}");
+            tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+        }
         admin.close().await.ok();
         let url = with_database(&admin_url, &name);
         TestApp::start(&url, Backend::Postgres { admin_url, name }).await
@@ -86,14 +95,19 @@ impl TestApp {
         persistence::migrate(&db).await.expect("migrate");
         let keys = JwtKeys::from_args(&jwt_args(), Mode::Production).expect("keys");
         let onramp = Onramp::new(db);
-        onramp.listen(url);
+        onramp.listen(url).await.expect("change listener");
         let state = AppState::new(onramp, keys, false).with_ws_init_timeout(std::time::Duration::from_secs(2));
         let keys = state.keys.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, http::router(state)).await });
         let direct = persistence::connect(url, 2).await.expect("connect direct");
-        TestApp { addr, client: reqwest::Client::new(), keys, db: direct, backend }
+        TestApp { addr, client: reqwest::Client::new(), keys, db: direct, backend, url: url.to_string() }
+    }
+
+    /// The database URL the server runs on, for more server processes on the same database.
+    pub fn database_url(&self) -> &str {
+        &self.url
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -274,3 +288,5 @@ impl Drop for TestApp {
         }
     }
 }
+
+pub mod ws;
