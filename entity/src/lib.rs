@@ -6,5 +6,6 @@ pub mod enrollment;
 pub mod event;
 pub mod flow;
 pub mod outbox;
+pub mod points_entry;
 pub mod step_progress;
 pub mod subject;

@@ -12,6 +12,9 @@ pub struct FlowDefinition {
     pub title: String,
     pub description: Option<String>,
     pub scope: FlowScope,
+    /// Who the flow is for, over subject attributes; absent: everyone. Subjects in the
+    /// audience are enrolled automatically; others cannot enroll.
+    pub audience: Option<Condition>,
     /// In display order.
     pub steps: Vec<StepDefinition>,
 }
@@ -71,6 +74,13 @@ names!(FlowScope { User => "USER", Workspace => "WORKSPACE" });
 names!(FlowStatus { Draft => "DRAFT", Active => "ACTIVE", Deprecated => "DEPRECATED" });
 
 impl FlowDefinition {
+    /// The subject, with these attributes, is in the flow's audience.
+    pub fn admits(&self, attributes: &Value) -> bool {
+        let no_answers = std::collections::BTreeMap::new();
+        let facts = super::condition::Facts { attributes, answers: &no_answers };
+        self.audience.as_ref().is_none_or(|c| c.evaluate(&facts))
+    }
+
     pub fn step(&self, key: &str) -> Option<&StepDefinition> {
         self.steps.iter().find(|s| s.key == key)
     }
@@ -85,6 +95,9 @@ impl FlowDefinition {
             m.insert("description".into(), json!(d));
         }
         m.insert("scope".into(), json!(self.scope.name()));
+        if let Some(a) = &self.audience {
+            m.insert("audience".into(), a.to_json());
+        }
         m.insert("steps".into(), Value::Array(self.steps.iter().map(StepDefinition::to_json).collect()));
         Value::Object(m)
     }

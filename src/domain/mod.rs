@@ -8,6 +8,7 @@ pub mod flow;
 pub mod progress;
 pub mod triggers;
 pub mod validation;
+pub mod versions;
 
 pub use changes::{DomainEvent, DomainEventKind};
 pub use condition::{Condition, Facts, Op, Path};

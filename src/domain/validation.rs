@@ -83,7 +83,7 @@ pub fn parse_flow(raw: &Value) -> Result<FlowDefinition, Vec<Problem>> {
         problems.add("$", INVALID_DEFINITION, "a flow definition is a JSON object");
         return Err(problems.0);
     };
-    unknown_fields(obj, "$", &["key", "title", "description", "scope", "steps"], &mut problems);
+    unknown_fields(obj, "$", &["key", "title", "description", "scope", "audience", "steps"], &mut problems);
 
     let key = required_string(obj, "$", "key", &mut problems);
     if let Some(k) = &key
@@ -93,6 +93,10 @@ pub fn parse_flow(raw: &Value) -> Result<FlowDefinition, Vec<Problem>> {
     }
     let title = required_string(obj, "$", "title", &mut problems);
     let description = optional_string(obj, "$", "description", &mut problems);
+    let audience = match obj.get("audience") {
+        None | Some(Value::Null) => None,
+        Some(c) => parse_condition(c, "$.audience", &AnswerScope::Audience, &mut problems),
+    };
     let scope = match obj.get("scope") {
         None | Some(Value::Null) => FlowScope::User,
         Some(Value::String(s)) => match FlowScope::parse(s) {
@@ -174,9 +178,14 @@ pub fn parse_flow(raw: &Value) -> Result<FlowDefinition, Vec<Problem>> {
     }
 
     match (problems.0.is_empty(), key, title) {
-        (true, Some(key), Some(title)) => {
-            Ok(FlowDefinition { key, title, description, scope, steps: steps.into_iter().flatten().collect() })
-        }
+        (true, Some(key), Some(title)) => Ok(FlowDefinition {
+            key,
+            title,
+            description,
+            scope,
+            audience,
+            steps: steps.into_iter().flatten().collect(),
+        }),
         _ => Err(problems.0),
     }
 }
@@ -324,6 +333,8 @@ enum AnswerScope<'a> {
     Steps { all: &'a HashMap<String, usize>, earlier: &'a HashSet<&'a str>, this: Option<&'a str> },
     /// In a trigger's `where`: paths read the event's properties; there are no answers.
     EventProperties,
+    /// In a flow's audience: subject attributes only; no step has been answered yet.
+    Audience,
 }
 
 fn parse_condition(raw: &Value, at: &str, scope: &AnswerScope<'_>, problems: &mut Problems) -> Option<Condition> {
@@ -523,6 +534,10 @@ fn parse_path(raw: &str, at: &str, scope: &AnswerScope<'_>, problems: &mut Probl
             return None;
         }
     };
+    if let (Some(_), AnswerScope::Audience) = (path.step_key(), scope) {
+        problems.add(at, UNKNOWN_ANSWER_REFERENCE, "an audience reads subject attributes only, not answers");
+        return None;
+    }
     if let (Some(step), AnswerScope::Steps { all, earlier, this }) = (path.step_key(), scope)
         && !earlier.contains(step)
     {

@@ -124,6 +124,7 @@ fn complete_flow_expected() -> FlowDefinition {
         title: "Get your team started".into(),
         description: Some("Everything a new workspace needs".into()),
         scope: FlowScope::User,
+        audience: None,
         steps: vec![
             bare_step("profile", "Complete your profile"),
             StepDefinition {
@@ -1033,5 +1034,25 @@ fn comparing_with_null_is_refused_in_favour_of_exists() {
             ("$.steps[0].condition.plan".to_string(), WRONG_VALUE_TYPE),
             ("$.steps[1].condition.value".to_string(), WRONG_VALUE_TYPE),
         ]
+    );
+}
+
+#[test]
+fn an_audience_reads_attributes_only_and_round_trips() {
+    let raw = json!({"key": "admins", "title": "Admins", "audience": {"role": "admin"},
+        "steps": [{"key": "billing", "title": "Set up billing"}]});
+    let flow = parse_ok(&raw);
+    assert!(flow.admits(&json!({"role": "admin"})));
+    assert!(!flow.admits(&json!({"role": "member"})));
+    assert!(!flow.admits(&json!({})));
+    assert_eq!(parse_ok(&flow.to_json()), flow);
+    assert!(parse_ok(&flow_json(json!([{"key": "a", "title": "A"}]))).admits(&json!({})), "no audience: everyone");
+
+    let bad = json!({"key": "f", "title": "F", "audience": {"attr": "steps.a.status", "op": "eq", "value": "COMPLETED"},
+        "steps": [{"key": "a", "title": "A"}]});
+    assert_problems(&bad, &[("$.audience.attr", UNKNOWN_ANSWER_REFERENCE)]);
+    assert_problems(
+        &json!({"key": "f", "title": "F", "audience": {"attr": "role", "op": "is"}, "steps": [{"key": "a", "title": "A"}]}),
+        &[("$.audience.op", UNKNOWN_OPERATOR)],
     );
 }

@@ -3,7 +3,7 @@
 use async_graphql::{Context, ID, Json, Object, Result};
 use serde_json::Value;
 
-use super::types::{Flow, FlowProblem, Subject};
+use super::types::{Flow, FlowProblem, MigrationReport, Subject};
 use super::{onramp, principal};
 use crate::auth::Role;
 
@@ -49,6 +49,22 @@ impl AdminMutation {
     async fn deprecate_flow(&self, ctx: &Context<'_>, key: String, version: i32) -> Result<Flow> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok((&onramp(ctx).deprecate_flow(&key, version).await?).into())
+    }
+
+    /// Moves the enrollments on one version of a flow to another by step key, keeping
+    /// what was done. With dryRun (the default) nothing is written and the report says
+    /// what the real run would do; the real run moves enrollments in batches and can be
+    /// run again after an interruption. Admin only.
+    async fn migrate_enrollments(
+        &self,
+        ctx: &Context<'_>,
+        flow_key: String,
+        from_version: i32,
+        to_version: i32,
+        #[graphql(default = true)] dry_run: bool,
+    ) -> Result<MigrationReport> {
+        principal(ctx)?.require(&[Role::Admin])?;
+        Ok(onramp(ctx).migrate_enrollments(&flow_key, from_version, to_version, dry_run).await?.into())
     }
 
     /// Sets a subject's attributes (a JSON object). With merge, top-level keys are merged

@@ -3,7 +3,7 @@
 use async_graphql::{Context, ID, Json, Object, Result};
 use serde_json::Value;
 
-use super::types::{OnboardingStatus, StepProgress};
+use super::types::{OnboardingStatus, Points, PointsEntry, StepProgress};
 use super::{onramp, principal};
 use crate::auth::{Principal, Role};
 use crate::domain::{Command, Source};
@@ -36,7 +36,24 @@ impl OnboardingQuery {
         Ok(view.next().map(StepProgress::from))
     }
 
-    /// Every flow the subject is enrolled in, by flow key.
+    /// The subject's points: the total and every ledger entry. Only admin and service
+    /// callers may pass subjectId.
+    async fn points(&self, ctx: &Context<'_>, subject_id: Option<ID>) -> Result<Points> {
+        let subject = principal(ctx)?.target(subject_id.as_deref().map(String::as_str))?;
+        let balance = onramp(ctx).points(&subject).await?;
+        Ok(Points {
+            subject_id: ID(subject),
+            total: balance.total,
+            entries: balance
+                .entries
+                .into_iter()
+                .map(|e| PointsEntry { amount: e.amount, reason: e.reason, awarded_at: e.awarded_at })
+                .collect(),
+        })
+    }
+
+    /// Every flow the subject is enrolled in, and every active flow whose audience admits
+    /// it (NOT_STARTED until it enrolls), by flow key.
     async fn onboardings(&self, ctx: &Context<'_>, subject_id: Option<ID>) -> Result<Vec<OnboardingStatus>> {
         let subject = principal(ctx)?.target(subject_id.as_deref().map(String::as_str))?;
         let snapshots = onramp(ctx).onboardings(&subject).await?;

@@ -233,3 +233,54 @@ impl From<domain::validation::Problem> for FlowProblem {
         FlowProblem { path: p.path, code: p.code.to_string(), message: p.message }
     }
 }
+
+/// What migrateEnrollments did, or would do on a dry run.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct MigrationReport {
+    pub dry_run: bool,
+    /// Enrollments moved to the target version.
+    pub moved: u64,
+    /// Of those, how many became COMPLETED under the target version.
+    pub became_complete: u64,
+    /// Completed steps the target version no longer has, with how many enrollments had each.
+    pub dropped_completed_steps: Vec<DroppedStep>,
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct DroppedStep {
+    pub step_key: String,
+    pub enrollments: u64,
+}
+
+/// A subject's points, all from the ledger.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct Points {
+    pub subject_id: ID,
+    pub total: i64,
+    /// Oldest first.
+    pub entries: Vec<PointsEntry>,
+}
+
+/// One award. Each reason is awarded once per subject.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct PointsEntry {
+    pub amount: i64,
+    /// `onboarding:<flow>:<step>`.
+    pub reason: String,
+    pub awarded_at: DateTime<Utc>,
+}
+
+impl From<crate::service::MigrationReport> for MigrationReport {
+    fn from(r: crate::service::MigrationReport) -> Self {
+        MigrationReport {
+            dry_run: r.dry_run,
+            moved: r.moved,
+            became_complete: r.became_complete,
+            dropped_completed_steps: r
+                .dropped_completed
+                .into_iter()
+                .map(|(step_key, enrollments)| DroppedStep { step_key, enrollments })
+                .collect(),
+        }
+    }
+}

@@ -194,3 +194,55 @@ fn record(row: enrollment::Model, steps: Vec<step_progress::Model>) -> Result<En
         },
     })
 }
+
+/// The next batch of enrollments pinned to a flow version, by id.
+pub async fn ids_on_flow(db: &impl ConnectionTrait, flow_id: i64, after: i64, limit: u64) -> Result<Vec<i64>, DbErr> {
+    enrollment::Entity::find()
+        .select_only()
+        .column(enrollment::Column::Id)
+        .filter(enrollment::Column::FlowId.eq(flow_id))
+        .filter(enrollment::Column::Id.gt(after))
+        .order_by_asc(enrollment::Column::Id)
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await
+}
+
+/// Enrollments by id, with steps; `for_update` as in `find`.
+pub async fn by_ids(
+    db: &impl ConnectionTrait,
+    ids: Vec<i64>,
+    for_update: bool,
+) -> Result<Vec<EnrollmentRecord>, DbErr> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query = enrollment::Entity::find()
+        .filter(enrollment::Column::Id.is_in(ids.clone()))
+        .order_by_asc(enrollment::Column::Id);
+    if for_update && is_postgres(db) {
+        query = query.lock_exclusive();
+    }
+    let rows = query.all(db).await?;
+    let mut steps: HashMap<i64, Vec<step_progress::Model>> = HashMap::new();
+    for step in step_progress::Entity::find().filter(step_progress::Column::EnrollmentId.is_in(ids)).all(db).await? {
+        steps.entry(step.enrollment_id).or_default().push(step);
+    }
+    rows.into_iter()
+        .map(|row| {
+            let s = steps.remove(&row.id).unwrap_or_default();
+            record(row, s)
+        })
+        .collect()
+}
+
+/// Pins an enrollment to another version of its flow.
+pub async fn set_flow(db: &impl ConnectionTrait, id: i64, flow_id: i64) -> Result<(), DbErr> {
+    enrollment::Entity::update_many()
+        .col_expr(enrollment::Column::FlowId, flow_id.into())
+        .filter(enrollment::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}

@@ -105,6 +105,23 @@ impl FlowStore {
         row.map(|r| self.record(r)).transpose()
     }
 
+    /// The newest ACTIVE version of every flow key.
+    pub async fn latest_active_all(&self, db: &impl ConnectionTrait) -> Result<Vec<FlowRecord>, DbErr> {
+        let rows = flow::Entity::find()
+            .filter(flow::Column::Status.eq(FlowStatus::Active.name()))
+            .order_by_asc(flow::Column::Key)
+            .order_by_desc(flow::Column::Version)
+            .all(db)
+            .await?;
+        let mut latest: Vec<flow::Model> = Vec::new();
+        for row in rows {
+            if latest.last().is_none_or(|l| l.key != row.key) {
+                latest.push(row);
+            }
+        }
+        self.records(latest)
+    }
+
     /// A given version, or the newest of any status.
     pub async fn find(
         &self,

@@ -5,6 +5,7 @@ pub mod enrollments;
 pub mod events;
 pub mod flows;
 pub mod outbox;
+pub mod points;
 pub mod subjects;
 
 use std::time::Duration;

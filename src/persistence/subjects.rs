@@ -60,3 +60,8 @@ pub async fn set_attributes(
         .await?;
     Ok(())
 }
+
+pub async fn by_ids(db: &impl ConnectionTrait, ids: Vec<i64>) -> Result<Vec<SubjectRecord>, DbErr> {
+    let rows = subject::Entity::find().filter(subject::Column::Id.is_in(ids)).all(db).await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}

@@ -8,13 +8,13 @@ use sea_orm::DatabaseTransaction;
 use serde_json::{Value, json};
 
 use super::Onramp;
-use crate::domain::{Enrollment, Outcome, ProgressError, changes, triggers};
+use crate::domain::{DomainEventKind, Enrollment, Outcome, ProgressError, changes, triggers};
 use crate::error::AppResult;
 use crate::persistence::enrollments::{self, EnrollmentRecord};
-use crate::persistence::events;
 use crate::persistence::flows::FlowRecord;
 use crate::persistence::outbox::{self, OutboxEntry};
 use crate::persistence::subjects::SubjectRecord;
+use crate::persistence::{events, points};
 
 pub(super) struct Advanced {
     pub state: Enrollment,
@@ -47,8 +47,24 @@ impl Onramp {
         if !outcome.changed {
             return Ok(Advanced { state, outcome });
         }
+        let domain_events = changes::between(&before, &state, &outcome.changed_steps);
+        // Every award goes through the ledger, once per subject and reason; the total on
+        // the enrollment is read back from it, so the two cannot disagree.
+        let mut awarded = false;
+        for event in &domain_events {
+            let (DomainEventKind::StepCompleted, Some(step)) = (event.kind, &event.step) else { continue };
+            let points = flow.definition.step(step).map_or(0, |d| d.points);
+            if points > 0 {
+                let reason = format!("onboarding:{}:{step}", flow.key);
+                points::award(txn, subject.id, record.id, points, &reason, now).await?;
+                awarded = true;
+            }
+        }
+        if awarded || state.points != before.points {
+            state.points = points::enrollment_total(txn, record.id).await?;
+        }
         enrollments::save(txn, record.id, &state, &outcome.changed_steps).await?;
-        let entries = changes::between(&before, &state, &outcome.changed_steps)
+        let entries = domain_events
             .into_iter()
             .map(|event| {
                 let step = event.step.as_deref().and_then(|k| state.steps.get(k).map(|s| (k, s)));

@@ -105,7 +105,9 @@ impl Onramp {
             if new_ids.is_empty() {
                 continue;
             }
-            let mut any_change = false;
+            // Flows whose audience admits the subject enroll it; the loop below applies
+            // the events to them like to every other enrollment.
+            let mut any_change = !self.auto_enroll(&txn, &subject, now).await?.is_empty();
             for record in enrollments::list_for_subject(&txn, subject.id, true).await? {
                 let flow = self.flows.by_id(&txn, record.flow_id).await?;
                 let advanced = self.advance(&txn, &subject, &flow, record, |_| Ok(Outcome::default()), now).await?;

@@ -2,11 +2,14 @@
 //! transport (GraphQL) calls these; they never build queries themselves.
 
 mod advance;
+mod audiences;
 mod demo;
 mod events;
 mod flows;
+mod points;
 mod progress;
 mod subjects;
+mod versions;
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -16,6 +19,8 @@ use serde_json::Value;
 
 pub use demo::demo_flow_definition;
 pub use events::{CompletedStep, EventInput, EventOutcome, MAX_EVENT_BATCH};
+pub use points::PointsBalance;
+pub use versions::MigrationReport;
 
 use crate::domain::{Enrollment, ProgressView, StepState, progress::view};
 use crate::persistence::flows::{FlowRecord, FlowStore};

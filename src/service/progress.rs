@@ -29,16 +29,20 @@ impl Onramp {
         })
     }
 
-    /// Every flow the subject is enrolled in.
+    /// Every flow the subject is enrolled in, and every active flow whose audience admits
+    /// it as NOT_STARTED, by flow key.
     pub async fn onboardings(&self, subject_id: &str) -> AppResult<Vec<Snapshot>> {
         let txn = begin_read(&self.db).await?;
-        let Some(subject) = subjects::find(&txn, subject_id).await? else {
-            return Ok(Vec::new());
+        let subject = subjects::find(&txn, subject_id).await?;
+        let attributes = subject.as_ref().map_or_else(|| serde_json::json!({}), |s| s.attributes.clone());
+        let records = match &subject {
+            Some(s) => enrollments::list_for_subject(&txn, s.id, false).await?,
+            None => Vec::new(),
         };
-        let records = enrollments::list_for_subject(&txn, subject.id, false).await?;
         let flows = self.flows.by_ids(&txn, records.iter().map(|r| r.flow_id).collect()).await?;
+        let open = self.flows.latest_active_all(&txn).await?;
         txn.commit().await?;
-        records
+        let mut snapshots = records
             .into_iter()
             .map(|r| {
                 let flow = flows.iter().find(|f| f.id == r.flow_id).cloned().ok_or_else(|| {
@@ -47,11 +51,24 @@ impl Onramp {
                 Ok(Snapshot {
                     subject_id: subject_id.to_string(),
                     flow,
-                    attributes: subject.attributes.clone(),
+                    attributes: attributes.clone(),
                     enrollment: Some(r.state),
                 })
             })
-            .collect()
+            .collect::<AppResult<Vec<_>>>()?;
+        for flow in open {
+            let is_for_subject = flow.definition.audience.is_some() && flow.definition.admits(&attributes);
+            if is_for_subject && !snapshots.iter().any(|s| s.flow.key == flow.key) {
+                snapshots.push(Snapshot {
+                    subject_id: subject_id.to_string(),
+                    flow,
+                    attributes: attributes.clone(),
+                    enrollment: None,
+                });
+            }
+        }
+        snapshots.sort_by(|a, b| a.flow.key.cmp(&b.flow.key));
+        Ok(snapshots)
     }
 
     /// Runs a command against the subject's enrollment in one transaction, enrolling the
@@ -67,10 +84,27 @@ impl Onramp {
         let now = super::now();
         let txn = begin_write(&self.db).await?;
         let subject = subjects::ensure(&txn, subject_id, now).await?;
-        let (record, enrolled) = match enrollments::find(&txn, subject.id, flow_key, true).await? {
+        // Flows whose audience admits the subject enroll it on any write; their stored
+        // events apply at once.
+        let mut enrolled = false;
+        for flow in self.auto_enroll(&txn, &subject, now).await? {
+            if flow.key == flow_key {
+                continue; // advanced below, with the command
+            }
+            if let Some(record) = enrollments::find(&txn, subject.id, &flow.key, true).await? {
+                self.advance(&txn, &subject, &flow, record, |_| Ok(Default::default()), now).await?;
+                enrolled = true;
+            }
+        }
+        let (record, created) = match enrollments::find(&txn, subject.id, flow_key, true).await? {
             Some(record) => (record, false),
             None => {
                 let flow = self.flows.latest_active(&txn, flow_key).await?.ok_or_else(|| no_active_flow(flow_key))?;
+                if !flow.definition.admits(&subject.attributes) {
+                    return Err(AppError::forbidden(format!(
+                        "the subject is not in the audience of flow `{flow_key}`"
+                    )));
+                }
                 enrollments::insert(&txn, subject.id, flow.id, flow_key, &Enrollment::new(now)).await?;
                 let record = enrollments::find(&txn, subject.id, flow_key, true)
                     .await?
@@ -78,6 +112,7 @@ impl Onramp {
                 (record, true)
             }
         };
+        enrolled |= created;
         let flow = self.flows.by_id(&txn, record.flow_id).await?;
         let attributes = subject.attributes.clone();
         let definition = flow.definition.clone();

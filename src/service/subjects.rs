@@ -35,6 +35,8 @@ impl Onramp {
         }
         subjects::set_attributes(&txn, subject.id, next.clone(), now).await?;
         let subject = subjects::SubjectRecord { attributes: next.clone(), ..subject };
+        // New attributes can bring the subject into a flow's audience.
+        self.auto_enroll(&txn, &subject, now).await?;
         for record in enrollments::list_for_subject(&txn, subject.id, true).await? {
             let flow = self.flows.by_id(&txn, record.flow_id).await?;
             let definition = flow.definition.clone();

@@ -1,0 +1,43 @@
+//! Audiences: a flow with an audience is for the subjects it admits. They are enrolled
+//! automatically on any write that concerns them; others cannot enroll.
+
+use chrono::{DateTime, Utc};
+use sea_orm::DatabaseTransaction;
+
+use super::Onramp;
+use crate::domain::Enrollment;
+use crate::error::AppResult;
+use crate::persistence::enrollments;
+use crate::persistence::flows::FlowRecord;
+use crate::persistence::subjects::SubjectRecord;
+
+impl Onramp {
+    /// Enrolls the subject in every active flow whose audience admits it and that it is
+    /// not enrolled in yet, and returns those flows' keys. The caller advances them (so
+    /// stored events complete what they trigger) with its own change.
+    pub(super) async fn auto_enroll(
+        &self,
+        txn: &DatabaseTransaction,
+        subject: &SubjectRecord,
+        now: DateTime<Utc>,
+    ) -> AppResult<Vec<FlowRecord>> {
+        let candidates: Vec<FlowRecord> = self
+            .flows
+            .latest_active_all(txn)
+            .await?
+            .into_iter()
+            .filter(|f| f.definition.audience.is_some() && f.definition.admits(&subject.attributes))
+            .collect();
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let enrolled: Vec<String> =
+            enrollments::list_for_subject(txn, subject.id, true).await?.into_iter().map(|e| e.flow_key).collect();
+        let mut added = Vec::new();
+        for flow in candidates.into_iter().filter(|f| !enrolled.contains(&f.key)) {
+            enrollments::insert(txn, subject.id, flow.id, &flow.key, &Enrollment::new(now)).await?;
+            added.push(flow);
+        }
+        Ok(added)
+    }
+}

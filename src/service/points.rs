@@ -1,0 +1,25 @@
+//! Points: every award is a ledger entry.
+
+use super::Onramp;
+use crate::error::AppResult;
+use crate::persistence::points::{self, PointsEntry};
+use crate::persistence::{begin_read, subjects};
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PointsBalance {
+    pub total: i64,
+    pub entries: Vec<PointsEntry>,
+}
+
+impl Onramp {
+    /// A subject's points: the total and every entry, oldest first.
+    pub async fn points(&self, subject_id: &str) -> AppResult<PointsBalance> {
+        let txn = begin_read(&self.db).await?;
+        let entries = match subjects::find(&txn, subject_id).await? {
+            Some(subject) => points::entries(&txn, subject.id).await?,
+            None => Vec::new(),
+        };
+        txn.commit().await?;
+        Ok(PointsBalance { total: entries.iter().map(|e| e.amount).sum(), entries })
+    }
+}

@@ -1,0 +1,94 @@
+//! Moving enrollments between versions of a flow.
+
+use std::collections::BTreeMap;
+
+use super::Onramp;
+use crate::domain::versions;
+use crate::error::{AppError, AppResult};
+use crate::persistence::{begin_write, enrollments, subjects};
+
+/// Enrollments moved per transaction.
+const BATCH: u64 = 200;
+
+/// What a migration does, or would do.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub dry_run: bool,
+    pub moved: u64,
+    pub became_complete: u64,
+    /// Completed steps the target version no longer has: step key -> enrollments.
+    pub dropped_completed: BTreeMap<String, u64>,
+}
+
+impl Onramp {
+    /// Moves every enrollment on `from` to `to` by step key, keeping what was done. A dry
+    /// run writes nothing and reports what the real run would do. The real run moves
+    /// enrollments in batches, each in its own transaction, so it can be interrupted and
+    /// run again: what already moved is no longer on `from`. Subscribers of moved
+    /// enrollments get the new snapshot.
+    pub async fn migrate_enrollments(
+        &self,
+        key: &str,
+        from: i32,
+        to: i32,
+        dry_run: bool,
+    ) -> AppResult<MigrationReport> {
+        if from == to {
+            return Err(AppError::invalid("fromVersion and toVersion are the same"));
+        }
+        let missing = |v: i32| AppError::not_found(format!("flow `{key}` has no version {v}"));
+        let source = self.flows.find(&self.db, key, Some(from)).await?.ok_or_else(|| missing(from))?;
+        let target = self.flows.find(&self.db, key, Some(to)).await?.ok_or_else(|| missing(to))?;
+        let mut report = MigrationReport { dry_run, ..Default::default() };
+        let mut after = 0;
+        loop {
+            let ids = enrollments::ids_on_flow(&self.db, source.id, after, BATCH).await?;
+            let Some(&last) = ids.last() else { break };
+            after = last;
+            let now = super::now();
+            let txn = begin_write(&self.db).await?;
+            // Locked and re-read: one may have moved since the ids were listed.
+            let records: Vec<_> = enrollments::by_ids(&txn, ids, !dry_run)
+                .await?
+                .into_iter()
+                .filter(|r| r.flow_id == source.id)
+                .collect();
+            let people = subjects::by_ids(&txn, records.iter().map(|r| r.subject_id).collect()).await?;
+            let mut moved_subjects = Vec::new();
+            for record in records {
+                let Some(subject) = people.iter().find(|s| s.id == record.subject_id) else { continue };
+                let mut state = record.state.clone();
+                let migration = versions::migrate(&target.definition, &subject.attributes, &mut state, now);
+                report.moved += 1;
+                report.became_complete += u64::from(migration.became_complete);
+                for step in &migration.dropped_completed {
+                    *report.dropped_completed.entry(step.clone()).or_default() += 1;
+                }
+                if dry_run {
+                    continue;
+                }
+                enrollments::set_flow(&txn, record.id, target.id).await?;
+                let definition = target.definition.clone();
+                let attributes = subject.attributes.clone();
+                self.advance(
+                    &txn,
+                    subject,
+                    &target,
+                    record,
+                    |s| Ok(versions::migrate(&definition, &attributes, s, now).outcome),
+                    now,
+                )
+                .await?;
+                moved_subjects.push(subject.external_id.clone());
+            }
+            if dry_run {
+                txn.rollback().await?;
+            } else {
+                txn.commit().await?;
+                self.realtime.announce(&moved_subjects).await;
+            }
+        }
+        tracing::info!(key, from, to, dry_run, moved = report.moved, "enrollments migrated");
+        Ok(report)
+    }
+}
