@@ -21,6 +21,9 @@ pub struct Model {
     pub points: i64,
     /// Bumped on every change, so clients can order snapshots.
     pub revision: i64,
+    /// The experiment that assigned the version, and the variant: sticky once set.
+    pub experiment_key: Option<String>,
+    pub variant: Option<String>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

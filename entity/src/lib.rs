@@ -4,6 +4,9 @@
 
 pub mod enrollment;
 pub mod event;
+pub mod experiment;
+pub mod experiment_variant;
+pub mod exposure;
 pub mod flow;
 pub mod outbox;
 pub mod points_entry;

@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261121_000001_core;
 mod m20261121_000002_events;
 mod m20261121_000003_points;
+mod m20261121_000004_experiments;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000001_core::Migration),
             Box::new(m20261121_000002_events::Migration),
             Box::new(m20261121_000003_points::Migration),
+            Box::new(m20261121_000004_experiments::Migration),
         ]
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod changes;
 pub mod condition;
+pub mod experiments;
 pub mod flow;
 pub mod progress;
 pub mod triggers;

@@ -3,6 +3,7 @@
 
 mod admin;
 mod events;
+mod experiments;
 mod onboarding;
 mod subscription;
 mod types;
@@ -16,10 +17,15 @@ use crate::error::AppResult;
 use crate::service::Onramp;
 
 #[derive(MergedObject, Default)]
-pub struct Query(onboarding::OnboardingQuery, admin::AdminQuery);
+pub struct Query(onboarding::OnboardingQuery, admin::AdminQuery, experiments::ExperimentQuery);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(onboarding::OnboardingMutation, events::EventMutation, admin::AdminMutation);
+pub struct Mutation(
+    onboarding::OnboardingMutation,
+    events::EventMutation,
+    admin::AdminMutation,
+    experiments::ExperimentMutation,
+);
 
 pub type OnrampSchema = Schema<Query, Mutation, subscription::Subscription>;
 

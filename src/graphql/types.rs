@@ -82,6 +82,8 @@ pub struct OnboardingStatus {
     pub next_step: Option<StepProgress>,
     /// Grows with every change to the enrollment; 0 before enrollment.
     pub revision: i64,
+    /// The experiment variant that chose the version, when an experiment did.
+    pub variant: Option<String>,
 }
 
 /// One applicable step and the subject's state in it.
@@ -169,6 +171,7 @@ impl From<&Snapshot> for OnboardingStatus {
             next_step: view.next_step.map(|i| steps[i].clone()),
             steps,
             revision: e.map_or(0, |e| e.revision),
+            variant: s.variant.clone(),
         }
     }
 }

@@ -18,7 +18,17 @@ pub struct EnrollmentRecord {
     pub subject_id: i64,
     pub flow_id: i64,
     pub flow_key: String,
+    /// The variant an experiment assigned, when one did.
+    pub variant: Option<String>,
     pub state: Enrollment,
+}
+
+/// An experiment's choice of version for a subject.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    pub experiment_id: i64,
+    pub experiment_key: String,
+    pub variant: String,
 }
 
 /// A subject's enrollment in a flow, with its steps. With `for_update` the row is locked
@@ -80,6 +90,7 @@ pub async fn insert(
     flow_id: i64,
     flow_key: &str,
     state: &Enrollment,
+    assignment: Option<&Assignment>,
 ) -> Result<(), DbErr> {
     let row = enrollment::ActiveModel {
         id: NotSet,
@@ -93,6 +104,8 @@ pub async fn insert(
         last_activity_at: Set(state.last_activity_at),
         points: Set(state.points),
         revision: Set(state.revision),
+        experiment_key: Set(assignment.map(|a| a.experiment_key.clone())),
+        variant: Set(assignment.map(|a| a.variant.clone())),
     };
     enrollment::Entity::insert(row)
         .on_conflict_do_nothing_on([enrollment::Column::SubjectId, enrollment::Column::FlowKey])
@@ -182,6 +195,7 @@ fn record(row: enrollment::Model, steps: Vec<step_progress::Model>) -> Result<En
         subject_id: row.subject_id,
         flow_id: row.flow_id,
         flow_key: row.flow_key,
+        variant: row.variant,
         state: Enrollment {
             status: parse_name(&row.status, EnrollmentStatus::parse, "enrollment status")?,
             started_at: row.started_at,

@@ -3,6 +3,7 @@
 
 pub mod enrollments;
 pub mod events;
+pub mod experiments;
 pub mod flows;
 pub mod outbox;
 pub mod points;

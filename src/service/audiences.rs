@@ -21,21 +21,31 @@ impl Onramp {
         subject: &SubjectRecord,
         now: DateTime<Utc>,
     ) -> AppResult<Vec<FlowRecord>> {
-        let candidates: Vec<FlowRecord> = self
+        let keys: Vec<String> = self
             .flows
             .latest_active_all(txn)
             .await?
             .into_iter()
-            .filter(|f| f.definition.audience.is_some() && f.definition.admits(&subject.attributes))
+            .filter(|f| f.definition.audience.is_some())
+            .map(|f| f.key)
             .collect();
-        if candidates.is_empty() {
+        if keys.is_empty() {
             return Ok(Vec::new());
         }
         let enrolled: Vec<String> =
             enrollments::list_for_subject(txn, subject.id, true).await?.into_iter().map(|e| e.flow_key).collect();
         let mut added = Vec::new();
-        for flow in candidates.into_iter().filter(|f| !enrolled.contains(&f.key)) {
-            enrollments::insert(txn, subject.id, flow.id, &flow.key, &Enrollment::new(now)).await?;
+        for key in keys.iter().filter(|k| !enrolled.contains(k)) {
+            // The version the subject would enter (an experiment may choose it) decides.
+            let Some((flow, assignment)) = self.entry(txn, &subject.external_id, key).await? else { continue };
+            if !flow.definition.admits(&subject.attributes) {
+                continue;
+            }
+            enrollments::insert(txn, subject.id, flow.id, &flow.key, &Enrollment::new(now), assignment.as_ref())
+                .await?;
+            if let Some(a) = &assignment {
+                self.expose(txn, a, &subject.external_id, now).await?;
+            }
             added.push(flow);
         }
         Ok(added)

@@ -5,6 +5,7 @@ mod advance;
 mod audiences;
 mod demo;
 mod events;
+mod experiments;
 mod flows;
 mod points;
 mod progress;
@@ -19,6 +20,7 @@ use serde_json::Value;
 
 pub use demo::demo_flow_definition;
 pub use events::{CompletedStep, EventInput, EventOutcome, MAX_EVENT_BATCH};
+pub use experiments::ExperimentReport;
 pub use points::PointsBalance;
 pub use versions::MigrationReport;
 
@@ -72,6 +74,8 @@ pub struct Snapshot {
     pub attributes: Value,
     /// None when the subject is not enrolled: NOT_STARTED, with the would-be steps.
     pub enrollment: Option<Enrollment>,
+    /// The experiment variant behind the version, when an experiment chose it.
+    pub variant: Option<String>,
 }
 
 /// The current time at the precision every backend stores (PostgreSQL keeps

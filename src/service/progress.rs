@@ -16,15 +16,21 @@ impl Onramp {
             Some(s) => enrollments::find(&txn, s.id, flow_key, false).await?,
             None => None,
         };
-        let flow = match &enrollment {
-            Some(e) => self.flows.by_id(&txn, e.flow_id).await?,
-            None => self.flows.latest_active(&txn, flow_key).await?.ok_or_else(|| no_active_flow(flow_key))?,
+        let (flow, assignment) = match &enrollment {
+            Some(e) => (self.flows.by_id(&txn, e.flow_id).await?, None),
+            None => self.entry(&txn, subject_id, flow_key).await?.ok_or_else(|| no_active_flow(flow_key))?,
         };
         txn.commit().await?;
+        // Serving the flow under a running experiment is the subject's exposure: the one
+        // write a read makes, once per subject and experiment.
+        if let Some(a) = &assignment {
+            self.expose(&self.db, a, subject_id, super::now()).await?;
+        }
         Ok(Snapshot {
             subject_id: subject_id.to_string(),
             flow,
             attributes: subject.map(|s| s.attributes).unwrap_or_else(|| serde_json::json!({})),
+            variant: enrollment.as_ref().and_then(|e| e.variant.clone()).or(assignment.map(|a| a.variant)),
             enrollment: enrollment.map(|e| e.state),
         })
     }
@@ -52,6 +58,7 @@ impl Onramp {
                     subject_id: subject_id.to_string(),
                     flow,
                     attributes: attributes.clone(),
+                    variant: r.variant,
                     enrollment: Some(r.state),
                 })
             })
@@ -63,6 +70,7 @@ impl Onramp {
                     subject_id: subject_id.to_string(),
                     flow,
                     attributes: attributes.clone(),
+                    variant: None,
                     enrollment: None,
                 });
             }
@@ -99,13 +107,18 @@ impl Onramp {
         let (record, created) = match enrollments::find(&txn, subject.id, flow_key, true).await? {
             Some(record) => (record, false),
             None => {
-                let flow = self.flows.latest_active(&txn, flow_key).await?.ok_or_else(|| no_active_flow(flow_key))?;
+                let (flow, assignment) =
+                    self.entry(&txn, subject_id, flow_key).await?.ok_or_else(|| no_active_flow(flow_key))?;
                 if !flow.definition.admits(&subject.attributes) {
                     return Err(AppError::forbidden(format!(
                         "the subject is not in the audience of flow `{flow_key}`"
                     )));
                 }
-                enrollments::insert(&txn, subject.id, flow.id, flow_key, &Enrollment::new(now)).await?;
+                enrollments::insert(&txn, subject.id, flow.id, flow_key, &Enrollment::new(now), assignment.as_ref())
+                    .await?;
+                if let Some(a) = &assignment {
+                    self.expose(&txn, a, subject_id, now).await?;
+                }
                 let record = enrollments::find(&txn, subject.id, flow_key, true)
                     .await?
                     .ok_or_else(|| AppError::internal("enrollment vanished after insert"))?;
@@ -113,6 +126,7 @@ impl Onramp {
             }
         };
         enrolled |= created;
+        let variant = record.variant.clone();
         let flow = self.flows.by_id(&txn, record.flow_id).await?;
         let attributes = subject.attributes.clone();
         let definition = flow.definition.clone();
@@ -134,6 +148,7 @@ impl Onramp {
             subject_id: subject_id.to_string(),
             flow,
             attributes: subject.attributes,
+            variant,
             enrollment: Some(advanced.state),
         })
     }

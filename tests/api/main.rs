@@ -4,10 +4,13 @@
 
 mod common;
 
+mod audiences;
 mod auth;
 mod errors;
 mod events;
 mod flows;
+mod points;
 mod progress;
 mod schema;
 mod subscriptions;
+mod versions;

@@ -290,3 +290,81 @@ impl Drop for TestApp {
 }
 
 pub mod ws;
+
+/// Helpers for the audience, points and version tests: a backend's calls, a user's own
+/// writes, and raw rows.
+impl TestApp {
+    /// A backend's token (role service).
+    pub fn service(&self) -> String {
+        self.token("backend", Role::Service)
+    }
+
+    /// A subject's status in a flow, read by a backend.
+    pub async fn status_of(&self, subject: &str, flow: &str) -> Value {
+        self.ok(&self.service(), &status_query(), json!({ "f": flow, "s": subject })).await["status"].clone()
+    }
+
+    /// The subject enrolls (or resumes) with its own token.
+    pub async fn start_as(&self, subject: &str, flow: &str) -> Value {
+        let query = format!("mutation($f: String!) {{ startOnboarding(flowKey: $f) {{ {STATUS_FIELDS} }} }}");
+        self.ok(&self.user(subject), &query, json!({ "f": flow })).await["startOnboarding"].clone()
+    }
+
+    /// The subject completes a step with its own token.
+    pub async fn complete_as(&self, subject: &str, flow: &str, step: &str) -> Value {
+        self.ok(&self.user(subject), &complete_mutation(), json!({ "f": flow, "k": step })).await["completeStep"]
+            .clone()
+    }
+
+    /// One event through `trackEvent`, sent by a backend: the EventResult.
+    pub async fn track_event(&self, id: &str, subject: &str, name: &str, properties: Value) -> Value {
+        let event = json!({ "id": id, "subjectId": subject, "name": name, "properties": properties });
+        let query = "mutation($e: EventInput!) { trackEvent(event: $e) { id status error { code message } \
+                     completed { flowKey version stepKey } } }";
+        self.ok(&self.service(), query, json!({ "e": event })).await["trackEvent"].clone()
+    }
+
+    /// Every first column of a query, as text, in the query's order.
+    pub async fn rows(&self, sql: &str) -> Vec<String> {
+        let statement = sea_orm::Statement::from_string(self.db.get_database_backend(), sql.to_string());
+        self.db
+            .query_all_raw(statement)
+            .await
+            .expect("query")
+            .iter()
+            .map(|r| r.try_get_by_index::<String>(0).unwrap_or_else(|e| panic!("`{sql}`: {e:?}")))
+            .collect()
+    }
+}
+
+/// The (flowKey, version, stepKey) of an EventResult's `completed`, sorted: the API
+/// promises the set, not an order across flows.
+pub fn completed_steps(result: &Value) -> Vec<(String, i64, String)> {
+    let mut steps: Vec<(String, i64, String)> = result["completed"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no completed list in {result:#}"))
+        .iter()
+        .map(|c| {
+            (
+                c["flowKey"].as_str().expect("flowKey").to_string(),
+                c["version"].as_i64().expect("version"),
+                c["stepKey"].as_str().expect("stepKey").to_string(),
+            )
+        })
+        .collect();
+    steps.sort();
+    steps
+}
+
+/// A step of a status by key.
+pub fn step_of<'a>(status: &'a Value, key: &str) -> &'a Value {
+    status["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["key"] == key))
+        .unwrap_or_else(|| panic!("no step `{key}` in {status:#}"))
+}
+
+/// The keys of a status's steps, in display order.
+pub fn step_keys_of(status: &Value) -> Vec<String> {
+    status["steps"].as_array().expect("steps").iter().map(|s| s["key"].as_str().expect("key").to_string()).collect()
+}

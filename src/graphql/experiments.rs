@@ -1,0 +1,143 @@
+//! A/B experiments between flow versions, for admins.
+
+use async_graphql::{Context, Enum, InputObject, Object, Result, SimpleObject};
+
+use super::{onramp, principal};
+use crate::auth::Role;
+use crate::domain::experiments::{self, Variant};
+use crate::service::ExperimentReport;
+
+#[derive(InputObject, Clone, Debug)]
+pub struct VariantInput {
+    /// A key: letters, digits, `_` or `-`.
+    pub name: String,
+    /// The flow version this variant serves.
+    pub version: i32,
+    /// Relative weight; 0 assigns nobody new to it.
+    pub weight: u32,
+}
+
+#[derive(InputObject, Clone, Debug)]
+pub struct VariantWeightInput {
+    pub name: String,
+    pub weight: u32,
+}
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ExperimentState {
+    /// Created; assigns nobody yet.
+    Draft,
+    /// New subjects are assigned by the hash of (experiment key, subject id).
+    Running,
+    /// New subjects get the newest active version; assigned ones keep theirs.
+    Stopped,
+    /// A winner was declared: every new subject gets its version.
+    Completed,
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ExperimentVariant {
+    pub name: String,
+    pub version: i32,
+    pub weight: u32,
+    /// Subjects first served the flow under this variant.
+    pub exposures: i64,
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct Experiment {
+    pub key: String,
+    pub flow_key: String,
+    pub state: ExperimentState,
+    pub winner: Option<String>,
+    /// In creation order, which the hash's ranges follow.
+    pub variants: Vec<ExperimentVariant>,
+}
+
+impl From<ExperimentReport> for Experiment {
+    fn from(r: ExperimentReport) -> Self {
+        let e = r.experiment;
+        Experiment {
+            state: match e.state {
+                experiments::ExperimentState::Draft => ExperimentState::Draft,
+                experiments::ExperimentState::Running => ExperimentState::Running,
+                experiments::ExperimentState::Stopped => ExperimentState::Stopped,
+                experiments::ExperimentState::Completed => ExperimentState::Completed,
+            },
+            variants: e
+                .variants
+                .into_iter()
+                .map(|v| {
+                    let exposures = r.exposures.iter().find(|(n, _)| n == &v.name).map_or(0, |(_, c)| *c);
+                    ExperimentVariant { name: v.name, version: v.version, weight: v.weight, exposures }
+                })
+                .collect(),
+            key: e.key,
+            flow_key: e.flow_key,
+            winner: e.winner,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct ExperimentQuery;
+
+#[Object]
+impl ExperimentQuery {
+    /// An experiment: variants, weights, state and exposure counts. Admin only.
+    async fn experiment(&self, ctx: &Context<'_>, key: String) -> Result<Experiment> {
+        principal(ctx)?.require(&[Role::Admin])?;
+        Ok(onramp(ctx).experiment(&key).await?.into())
+    }
+}
+
+#[derive(Default)]
+pub struct ExperimentMutation;
+
+#[Object]
+impl ExperimentMutation {
+    /// Creates an experiment (DRAFT) between versions of a flow. Admin only.
+    async fn create_experiment(
+        &self,
+        ctx: &Context<'_>,
+        key: String,
+        flow_key: String,
+        variants: Vec<VariantInput>,
+    ) -> Result<Experiment> {
+        principal(ctx)?.require(&[Role::Admin])?;
+        let variants =
+            variants.into_iter().map(|v| Variant { name: v.name, version: v.version, weight: v.weight }).collect();
+        Ok(onramp(ctx).create_experiment(&key, &flow_key, variants).await?.into())
+    }
+
+    /// Starts assigning new subjects; one experiment runs per flow. Admin only.
+    async fn start_experiment(&self, ctx: &Context<'_>, key: String) -> Result<Experiment> {
+        principal(ctx)?.require(&[Role::Admin])?;
+        Ok(onramp(ctx).start_experiment(&key).await?.into())
+    }
+
+    /// Stops assigning new subjects. Admin only.
+    async fn stop_experiment(&self, ctx: &Context<'_>, key: String) -> Result<Experiment> {
+        principal(ctx)?.require(&[Role::Admin])?;
+        Ok(onramp(ctx).stop_experiment(&key).await?.into())
+    }
+
+    /// Every new subject gets this variant's version from now on. Admin only.
+    async fn declare_winner(&self, ctx: &Context<'_>, key: String, variant: String) -> Result<Experiment> {
+        principal(ctx)?.require(&[Role::Admin])?;
+        Ok(onramp(ctx).declare_winner(&key, &variant).await?.into())
+    }
+
+    /// Changes weights for subjects not yet exposed; exposed subjects keep their variant.
+    /// Admin only.
+    async fn set_experiment_weights(
+        &self,
+        ctx: &Context<'_>,
+        key: String,
+        weights: Vec<VariantWeightInput>,
+    ) -> Result<Experiment> {
+        principal(ctx)?.require(&[Role::Admin])?;
+        let weights = weights.into_iter().map(|w| (w.name, w.weight)).collect();
+        Ok(onramp(ctx).set_experiment_weights(&key, weights).await?.into())
+    }
+}

@@ -1,0 +1,170 @@
+//! A/B experiments: which version a new subject enters, and the experiment lifecycle.
+
+use chrono::{DateTime, Utc};
+use sea_orm::ConnectionTrait;
+
+use super::Onramp;
+use crate::domain::experiments::{self, ExperimentState, Variant};
+use crate::error::{AppError, AppResult, ErrorCode};
+use crate::persistence::enrollments::Assignment;
+use crate::persistence::experiments::{self as store, ExperimentRecord};
+use crate::persistence::flows::FlowRecord;
+
+/// An experiment with its exposures per variant, in variant order.
+#[derive(Clone, Debug)]
+pub struct ExperimentReport {
+    pub experiment: ExperimentRecord,
+    pub exposures: Vec<(String, i64)>,
+}
+
+impl Onramp {
+    /// The version a subject not yet enrolled enters, and the experiment assignment
+    /// behind it: a running experiment's variant (the one the subject was first exposed
+    /// to, else the hash's), a completed experiment's winner, or the newest active version.
+    pub(super) async fn entry(
+        &self,
+        db: &impl ConnectionTrait,
+        subject: &str,
+        flow_key: &str,
+    ) -> AppResult<Option<(FlowRecord, Option<Assignment>)>> {
+        if let Some(exp) = store::in_effect(db, flow_key).await? {
+            let chosen = match exp.state {
+                ExperimentState::Completed => exp.winner.clone(),
+                _ => match store::exposure(db, exp.id, subject).await? {
+                    Some(sticky) => Some(sticky),
+                    None => experiments::assign(&exp.key, subject, &exp.variants).map(|v| v.name.clone()),
+                },
+            };
+            if let Some(variant) = chosen.and_then(|name| exp.variants.iter().find(|v| v.name == name)) {
+                let flow = self.flows.find(db, flow_key, Some(variant.version)).await?.ok_or_else(|| {
+                    AppError::internal(format!("experiment {} names missing version {}", exp.key, variant.version))
+                })?;
+                let assignment = Assignment {
+                    experiment_id: exp.id,
+                    experiment_key: exp.key.clone(),
+                    variant: variant.name.clone(),
+                };
+                return Ok(Some((flow, Some(assignment))));
+            }
+        }
+        Ok(self.flows.latest_active(db, flow_key).await?.map(|f| (f, None)))
+    }
+
+    /// Records a subject's first exposure under a running experiment.
+    pub(super) async fn expose(
+        &self,
+        db: &impl ConnectionTrait,
+        assignment: &Assignment,
+        subject: &str,
+        now: DateTime<Utc>,
+    ) -> AppResult<()> {
+        Ok(store::expose(db, assignment.experiment_id, &assignment.variant, subject, now).await?)
+    }
+
+    pub async fn create_experiment(
+        &self,
+        key: &str,
+        flow_key: &str,
+        variants: Vec<Variant>,
+    ) -> AppResult<ExperimentReport> {
+        let mut problems = experiments::check_variants(&variants);
+        if !crate::domain::validation::is_valid_key(key) {
+            problems.push(format!("experiment key `{key}` is not a valid key"));
+        }
+        for v in &variants {
+            if self.flows.find(&self.db, flow_key, Some(v.version)).await?.is_none() {
+                problems.push(format!("flow `{flow_key}` has no version {} (variant `{}`)", v.version, v.name));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(AppError::invalid(problems.join("; ")));
+        }
+        if store::find(&self.db, key).await?.is_some() {
+            return Err(AppError::new(ErrorCode::Conflict, format!("experiment `{key}` already exists")));
+        }
+        store::create(&self.db, key, flow_key, &variants, super::now()).await?;
+        self.experiment(key).await
+    }
+
+    /// Starts assigning new subjects. One experiment runs per flow at a time.
+    pub async fn start_experiment(&self, key: &str) -> AppResult<ExperimentReport> {
+        let exp = self.find_experiment(key).await?;
+        if exp.state != ExperimentState::Draft && exp.state != ExperimentState::Stopped {
+            return Err(conflict(&exp, "start"));
+        }
+        if let Some(other) = store::in_effect(&self.db, &exp.flow_key).await?
+            && other.state == ExperimentState::Running
+        {
+            return Err(AppError::new(
+                ErrorCode::Conflict,
+                format!("experiment `{}` is already running on flow `{}`", other.key, exp.flow_key),
+            ));
+        }
+        store::set_state(&self.db, exp.id, ExperimentState::Running, None, super::now()).await?;
+        self.experiment(key).await
+    }
+
+    /// Stops assigning: new subjects get the newest active version. Assigned subjects
+    /// keep their version.
+    pub async fn stop_experiment(&self, key: &str) -> AppResult<ExperimentReport> {
+        let exp = self.find_experiment(key).await?;
+        if exp.state != ExperimentState::Running {
+            return Err(conflict(&exp, "stop"));
+        }
+        store::set_state(&self.db, exp.id, ExperimentState::Stopped, None, super::now()).await?;
+        self.experiment(key).await
+    }
+
+    /// Every new subject gets the winner's version from now on.
+    pub async fn declare_winner(&self, key: &str, variant: &str) -> AppResult<ExperimentReport> {
+        let exp = self.find_experiment(key).await?;
+        if !exp.variants.iter().any(|v| v.name == variant) {
+            return Err(AppError::not_found(format!("experiment `{key}` has no variant `{variant}`")));
+        }
+        if exp.state == ExperimentState::Completed {
+            return Err(conflict(&exp, "declare a winner for"));
+        }
+        store::set_state(&self.db, exp.id, ExperimentState::Completed, Some(variant), super::now()).await?;
+        self.experiment(key).await
+    }
+
+    /// Changes weights for subjects not yet exposed; exposed ones keep their variant.
+    pub async fn set_experiment_weights(&self, key: &str, weights: Vec<(String, u32)>) -> AppResult<ExperimentReport> {
+        let exp = self.find_experiment(key).await?;
+        let mut variants = exp.variants.clone();
+        for (name, weight) in &weights {
+            let v = variants
+                .iter_mut()
+                .find(|v| &v.name == name)
+                .ok_or_else(|| AppError::not_found(format!("experiment `{key}` has no variant `{name}`")))?;
+            v.weight = *weight;
+        }
+        let problems = experiments::check_variants(&variants);
+        if !problems.is_empty() {
+            return Err(AppError::invalid(problems.join("; ")));
+        }
+        for (name, weight) in weights {
+            store::set_weight(&self.db, exp.id, &name, weight).await?;
+        }
+        self.experiment(key).await
+    }
+
+    pub async fn experiment(&self, key: &str) -> AppResult<ExperimentReport> {
+        let experiment = self.find_experiment(key).await?;
+        let counts = store::exposure_counts(&self.db, experiment.id).await?;
+        let exposures = experiment
+            .variants
+            .iter()
+            .map(|v| (v.name.clone(), counts.iter().find(|(n, _)| n == &v.name).map_or(0, |(_, c)| *c)))
+            .collect();
+        Ok(ExperimentReport { experiment, exposures })
+    }
+
+    async fn find_experiment(&self, key: &str) -> AppResult<ExperimentRecord> {
+        store::find(&self.db, key).await?.ok_or_else(|| AppError::not_found(format!("no experiment `{key}`")))
+    }
+}
+
+fn conflict(exp: &ExperimentRecord, action: &str) -> AppError {
+    AppError::new(ErrorCode::Conflict, format!("cannot {action} experiment `{}`: it is {}", exp.key, exp.state.name()))
+}
