@@ -15,8 +15,8 @@ pub struct OnboardingQuery;
 #[Object]
 impl OnboardingQuery {
     /// Where the subject stands in a flow. NOT_STARTED, with the would-be steps, when the
-    /// subject is not enrolled. Reading never writes. Only admin and service callers may
-    /// pass subjectId.
+    /// subject is not enrolled. Reading enrolls nothing; its only write is the exposure to a
+    /// running experiment. Only admin and service callers may pass subjectId.
     async fn status(&self, ctx: &Context<'_>, flow_key: String, subject_id: Option<ID>) -> Result<OnboardingStatus> {
         let subject = principal(ctx)?.target(subject_id.as_deref().map(String::as_str))?;
         let snapshot = onramp(ctx).status(&subject, &flow_key).await?;

@@ -6,8 +6,9 @@ use crate::error::{AppError, AppResult};
 use crate::persistence::{begin_read, begin_write, enrollments, subjects};
 
 impl Onramp {
-    /// Where the subject stands. Reading never writes: an unknown subject or one not
-    /// enrolled gets NOT_STARTED with the steps of the version it would enroll in.
+    /// Where the subject stands. Reading enrolls nothing (its one write is an experiment
+    /// exposure): an unknown subject or one not enrolled gets NOT_STARTED with the steps
+    /// of the version it would enroll in.
     pub async fn status(&self, subject_id: &str, flow_key: &str) -> AppResult<Snapshot> {
         // One snapshot for every read, or a concurrent write can show up half applied.
         let txn = begin_read(&self.db).await?;

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 
 use super::Onramp;
-use crate::domain::versions;
+use crate::domain::{triggers, versions};
 use crate::error::{AppError, AppResult};
-use crate::persistence::{begin_write, enrollments, subjects};
+use crate::persistence::{begin_write, enrollments, events, subjects};
 
 /// Enrollments moved per transaction.
 const BATCH: u64 = 200;
@@ -39,6 +39,7 @@ impl Onramp {
         let missing = |v: i32| AppError::not_found(format!("flow `{key}` has no version {v}"));
         let source = self.flows.find(&self.db, key, Some(from)).await?.ok_or_else(|| missing(from))?;
         let target = self.flows.find(&self.db, key, Some(to)).await?.ok_or_else(|| missing(to))?;
+        let trigger_events = target.definition.trigger_events();
         let mut report = MigrationReport { dry_run, ..Default::default() };
         let mut after = 0;
         loop {
@@ -58,7 +59,12 @@ impl Onramp {
             for record in records {
                 let Some(subject) = people.iter().find(|s| s.id == record.subject_id) else { continue };
                 let mut state = record.state.clone();
-                let migration = versions::migrate(&target.definition, &subject.attributes, &mut state, now);
+                let mut migration = versions::migrate(&target.definition, &subject.attributes, &mut state, now);
+                // The subject's stored events complete the target's triggered steps too, as
+                // they will when it is advanced below: count a completion they bring.
+                let facts = events::facts(&txn, subject.id, &trigger_events).await?;
+                migration.became_complete |=
+                    triggers::settle(&target.definition, &subject.attributes, &mut state, &facts, now).completed;
                 report.moved += 1;
                 report.became_complete += u64::from(migration.became_complete);
                 for step in &migration.dropped_completed {
