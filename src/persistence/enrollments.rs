@@ -29,6 +29,9 @@ pub struct Assignment {
     pub experiment_id: i64,
     pub experiment_key: String,
     pub variant: String,
+    /// The experiment is running, so serving the flow is an exposure; a declared winner's
+    /// version is served without one.
+    pub running: bool,
 }
 
 /// A subject's enrollment in a flow, with its steps. With `for_update` the row is locked

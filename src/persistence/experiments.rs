@@ -81,13 +81,28 @@ pub async fn find(db: &impl ConnectionTrait, key: &str) -> Result<Option<Experim
     }
 }
 
-/// The experiment that decides a flow's version for new subjects: running, or completed
-/// with a winner. The newest one, should there be several.
+/// The experiment that decides a flow's version for new subjects: the one started most
+/// recently (running, stopped or completed). A stopped one decides "no experiment": a later
+/// experiment's stop is not undone by an older one's winner.
 pub async fn in_effect(db: &impl ConnectionTrait, flow_key: &str) -> Result<Option<ExperimentRecord>, DbErr> {
     let row = experiment::Entity::find()
         .filter(experiment::Column::FlowKey.eq(flow_key))
-        .filter(experiment::Column::State.is_in([ExperimentState::Running.name(), ExperimentState::Completed.name()]))
+        .filter(experiment::Column::StartedAt.is_not_null())
+        .order_by_desc(experiment::Column::StartedAt)
         .order_by_desc(experiment::Column::Id)
+        .one(db)
+        .await?;
+    match row {
+        Some(row) => record(db, row).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The experiment running on a flow, if any.
+pub async fn running(db: &impl ConnectionTrait, flow_key: &str) -> Result<Option<ExperimentRecord>, DbErr> {
+    let row = experiment::Entity::find()
+        .filter(experiment::Column::FlowKey.eq(flow_key))
+        .filter(experiment::Column::State.eq(ExperimentState::Running.name()))
         .one(db)
         .await?;
     match row {
@@ -108,8 +123,12 @@ pub async fn set_state(
         .filter(experiment::Column::Id.eq(id));
     match state {
         ExperimentState::Running => update = update.col_expr(experiment::Column::StartedAt, now.into()),
-        ExperimentState::Stopped | ExperimentState::Completed => {
-            update = update.col_expr(experiment::Column::StoppedAt, now.into())
+        ExperimentState::Stopped => update = update.col_expr(experiment::Column::StoppedAt, now.into()),
+        // A winner declared is the newest decision on the flow, even without a start.
+        ExperimentState::Completed => {
+            update = update
+                .col_expr(experiment::Column::StoppedAt, now.into())
+                .col_expr(experiment::Column::StartedAt, now.into())
         }
         ExperimentState::Draft => {}
     }

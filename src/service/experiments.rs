@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::ConnectionTrait;
 
 use super::Onramp;
+use crate::domain::FlowStatus;
 use crate::domain::experiments::{self, ExperimentState, Variant};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::persistence::enrollments::Assignment;
@@ -30,19 +31,24 @@ impl Onramp {
         if let Some(exp) = store::in_effect(db, flow_key).await? {
             let chosen = match exp.state {
                 ExperimentState::Completed => exp.winner.clone(),
-                _ => match store::exposure(db, exp.id, subject).await? {
+                ExperimentState::Running => match store::exposure(db, exp.id, subject).await? {
                     Some(sticky) => Some(sticky),
                     None => experiments::assign(&exp.key, subject, &exp.variants).map(|v| v.name.clone()),
                 },
+                ExperimentState::Stopped | ExperimentState::Draft => None,
             };
-            if let Some(variant) = chosen.and_then(|name| exp.variants.iter().find(|v| v.name == name)) {
-                let flow = self.flows.find(db, flow_key, Some(variant.version)).await?.ok_or_else(|| {
-                    AppError::internal(format!("experiment {} names missing version {}", exp.key, variant.version))
-                })?;
+            let variant = chosen.and_then(|name| exp.variants.iter().find(|v| v.name == name));
+            let flow = match variant {
+                Some(v) => self.flows.find(db, flow_key, Some(v.version)).await?,
+                None => None,
+            };
+            // A deprecated version takes no new enrollments, experiment or not.
+            if let (Some(variant), Some(flow)) = (variant, flow.filter(|f| f.status != FlowStatus::Deprecated)) {
                 let assignment = Assignment {
                     experiment_id: exp.id,
                     experiment_key: exp.key.clone(),
                     variant: variant.name.clone(),
+                    running: exp.state == ExperimentState::Running,
                 };
                 return Ok(Some((flow, Some(assignment))));
             }
@@ -58,6 +64,9 @@ impl Onramp {
         subject: &str,
         now: DateTime<Utc>,
     ) -> AppResult<()> {
+        if !assignment.running {
+            return Ok(());
+        }
         Ok(store::expose(db, assignment.experiment_id, &assignment.variant, subject, now).await?)
     }
 
@@ -72,8 +81,11 @@ impl Onramp {
             problems.push(format!("experiment key `{key}` is not a valid key"));
         }
         for v in &variants {
-            if self.flows.find(&self.db, flow_key, Some(v.version)).await?.is_none() {
-                problems.push(format!("flow `{flow_key}` has no version {} (variant `{}`)", v.version, v.name));
+            match self.flows.find(&self.db, flow_key, Some(v.version)).await? {
+                None => problems.push(format!("flow `{flow_key}` has no version {} (variant `{}`)", v.version, v.name)),
+                Some(f) if f.status == FlowStatus::Deprecated => problems
+                    .push(format!("version {} of flow `{flow_key}` is deprecated (variant `{}`)", v.version, v.name)),
+                Some(_) => {}
             }
         }
         if !problems.is_empty() {
@@ -92,9 +104,7 @@ impl Onramp {
         if exp.state != ExperimentState::Draft && exp.state != ExperimentState::Stopped {
             return Err(conflict(&exp, "start"));
         }
-        if let Some(other) = store::in_effect(&self.db, &exp.flow_key).await?
-            && other.state == ExperimentState::Running
-        {
+        if let Some(other) = store::running(&self.db, &exp.flow_key).await? {
             return Err(AppError::new(
                 ErrorCode::Conflict,
                 format!("experiment `{}` is already running on flow `{}`", other.key, exp.flow_key),

@@ -24,13 +24,15 @@ impl Onramp {
         txn.commit().await?;
         // Serving the flow under a running experiment is the subject's exposure: the one
         // write a read makes, once per subject and experiment.
-        if let Some(a) = &assignment {
+        // Only a subject the flow is for can be exposed to it.
+        let attributes = subject.as_ref().map_or_else(|| serde_json::json!({}), |s| s.attributes.clone());
+        if let Some(a) = assignment.as_ref().filter(|_| flow.definition.admits(&attributes)) {
             self.expose(&self.db, a, subject_id, super::now()).await?;
         }
         Ok(Snapshot {
             subject_id: subject_id.to_string(),
             flow,
-            attributes: subject.map(|s| s.attributes).unwrap_or_else(|| serde_json::json!({})),
+            attributes,
             variant: enrollment.as_ref().and_then(|e| e.variant.clone()).or(assignment.map(|a| a.variant)),
             enrollment: enrollment.map(|e| e.state),
         })
@@ -98,6 +100,7 @@ impl Onramp {
         let mut enrolled = false;
         for flow in self.auto_enroll(&txn, &subject, now).await? {
             if flow.key == flow_key {
+                enrolled = true; // an enrollment is news even when the command changes nothing
                 continue; // advanced below, with the command
             }
             if let Some(record) = enrollments::find(&txn, subject.id, &flow.key, true).await? {

@@ -48,16 +48,18 @@ impl Onramp {
             after = last;
             let now = super::now();
             let txn = begin_write(&self.db).await?;
-            // Locked and re-read: one may have moved since the ids were listed.
-            let records: Vec<_> = enrollments::by_ids(&txn, ids, !dry_run)
-                .await?
-                .into_iter()
-                .filter(|r| r.flow_id == source.id)
-                .collect();
-            let people = subjects::by_ids(&txn, records.iter().map(|r| r.subject_id).collect()).await?;
+            let listed = enrollments::by_ids(&txn, ids, false).await?;
+            let mut people = subjects::by_ids(&txn, listed.iter().map(|r| r.subject_id).collect()).await?;
+            // Locked one by one in subject order, the order event batches lock in (by
+            // subject, then flow key), so the two cannot deadlock; re-read locked, as one
+            // may have moved since the ids were listed.
+            people.sort_by(|a, b| a.external_id.cmp(&b.external_id));
             let mut moved_subjects = Vec::new();
-            for record in records {
-                let Some(subject) = people.iter().find(|s| s.id == record.subject_id) else { continue };
+            for subject in &people {
+                let Some(record) = enrollments::find(&txn, subject.id, key, !dry_run).await? else { continue };
+                if record.flow_id != source.id {
+                    continue;
+                }
                 let mut state = record.state.clone();
                 let mut migration = versions::migrate(&target.definition, &subject.attributes, &mut state, now);
                 // The subject's stored events complete the target's triggered steps too, as
