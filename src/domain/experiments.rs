@@ -24,6 +24,28 @@ pub enum ExperimentState {
 
 names!(ExperimentState { Draft => "DRAFT", Running => "RUNNING", Stopped => "STOPPED", Completed => "COMPLETED" });
 
+/// What an admin does to an experiment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Stop,
+    DeclareWinner,
+}
+
+impl ExperimentState {
+    /// The lifecycle: a draft or stopped experiment starts; a running one stops; a winner
+    /// can be declared once, from any state but completed. None when the move is refused.
+    pub fn after(self, action: Action) -> Option<ExperimentState> {
+        use ExperimentState::*;
+        match (self, action) {
+            (Draft | Stopped, Action::Start) => Some(Running),
+            (Running, Action::Stop) => Some(Stopped),
+            (Draft | Running | Stopped, Action::DeclareWinner) => Some(Completed),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Variant {
     pub name: String,
@@ -124,6 +146,23 @@ mod tests {
             assert_eq!(assign("z", &i.to_string(), &vs).unwrap().name, "v1");
         }
         assert_eq!(assign("z", "a", &variants(&[0, 0])), None);
+    }
+
+    #[test]
+    fn the_lifecycle_allows_only_its_moves() {
+        use ExperimentState::*;
+        assert_eq!(Draft.after(Action::Start), Some(Running));
+        assert_eq!(Stopped.after(Action::Start), Some(Running));
+        assert_eq!(Running.after(Action::Start), None);
+        assert_eq!(Running.after(Action::Stop), Some(Stopped));
+        assert_eq!(Draft.after(Action::Stop), None);
+        assert_eq!(Stopped.after(Action::Stop), None);
+        for s in [Draft, Running, Stopped] {
+            assert_eq!(s.after(Action::DeclareWinner), Some(Completed));
+        }
+        for a in [Action::Start, Action::Stop, Action::DeclareWinner] {
+            assert_eq!(Completed.after(a), None, "a completed experiment is final");
+        }
     }
 
     #[test]

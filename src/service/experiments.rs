@@ -5,7 +5,7 @@ use sea_orm::ConnectionTrait;
 
 use super::Onramp;
 use crate::domain::FlowStatus;
-use crate::domain::experiments::{self, ExperimentState, Variant};
+use crate::domain::experiments::{self, Action, ExperimentState, Variant};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::persistence::enrollments::Assignment;
 use crate::persistence::experiments::{self as store, ExperimentRecord};
@@ -101,16 +101,14 @@ impl Onramp {
     /// Starts assigning new subjects. One experiment runs per flow at a time.
     pub async fn start_experiment(&self, key: &str) -> AppResult<ExperimentReport> {
         let exp = self.find_experiment(key).await?;
-        if exp.state != ExperimentState::Draft && exp.state != ExperimentState::Stopped {
-            return Err(conflict(&exp, "start"));
-        }
+        let next = exp.state.after(Action::Start).ok_or_else(|| conflict(&exp, "start"))?;
         if let Some(other) = store::running(&self.db, &exp.flow_key).await? {
             return Err(AppError::new(
                 ErrorCode::Conflict,
                 format!("experiment `{}` is already running on flow `{}`", other.key, exp.flow_key),
             ));
         }
-        store::set_state(&self.db, exp.id, ExperimentState::Running, None, super::now()).await?;
+        store::set_state(&self.db, exp.id, next, None, super::now()).await?;
         self.experiment(key).await
     }
 
@@ -118,10 +116,8 @@ impl Onramp {
     /// keep their version.
     pub async fn stop_experiment(&self, key: &str) -> AppResult<ExperimentReport> {
         let exp = self.find_experiment(key).await?;
-        if exp.state != ExperimentState::Running {
-            return Err(conflict(&exp, "stop"));
-        }
-        store::set_state(&self.db, exp.id, ExperimentState::Stopped, None, super::now()).await?;
+        let next = exp.state.after(Action::Stop).ok_or_else(|| conflict(&exp, "stop"))?;
+        store::set_state(&self.db, exp.id, next, None, super::now()).await?;
         self.experiment(key).await
     }
 
@@ -131,10 +127,8 @@ impl Onramp {
         if !exp.variants.iter().any(|v| v.name == variant) {
             return Err(AppError::not_found(format!("experiment `{key}` has no variant `{variant}`")));
         }
-        if exp.state == ExperimentState::Completed {
-            return Err(conflict(&exp, "declare a winner for"));
-        }
-        store::set_state(&self.db, exp.id, ExperimentState::Completed, Some(variant), super::now()).await?;
+        let next = exp.state.after(Action::DeclareWinner).ok_or_else(|| conflict(&exp, "declare a winner for"))?;
+        store::set_state(&self.db, exp.id, next, Some(variant), super::now()).await?;
         self.experiment(key).await
     }
 
