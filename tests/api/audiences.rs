@@ -6,6 +6,7 @@
 use serde_json::{Value, json};
 
 use crate::both;
+use crate::common::ws::{TRANSPORT_WS, WsClient};
 use crate::common::{TestApp, completed_steps, skip_mutation, step_keys_of, step_of};
 
 both!(
@@ -14,6 +15,7 @@ both!(
     outside_the_audience_is_forbidden_and_writes_nothing,
     one_event_completes_steps_in_two_audience_flows,
     an_event_enrolls_an_admitted_subject_and_completes_its_step,
+    watchers_see_the_enrollment_an_audience_brings,
 );
 
 const ONBOARDINGS: &str = "query($s: ID) { onboardings(subjectId: $s) { flowKey version status revision points \
@@ -91,7 +93,8 @@ async fn enrollments_of(app: &TestApp, subject: &str) -> Vec<String> {
 /// Row counts of every table a write can touch.
 async fn footprint(app: &TestApp) -> [i64; 6] {
     let mut counts = [0; 6];
-    for (i, table) in ["subjects", "enrollments", "step_progress", "outbox", "points_ledger", "events"].iter().enumerate()
+    for (i, table) in
+        ["subjects", "enrollments", "step_progress", "outbox", "points_ledger", "events"].iter().enumerate()
     {
         counts[i] = app.count(&format!("SELECT COUNT(*) FROM {table}")).await;
     }
@@ -158,7 +161,10 @@ async fn an_attribute_write_enrolls_the_subject_in_every_audience_that_admits_it
     // started; another attribute write still does not enroll anyone else in it.
     let tour = app.start_as("max", "open_tour").await;
     assert_eq!(tour["status"], "IN_PROGRESS");
-    assert_eq!(listed(&onboardings(&app, "max").await), pairs(&[("member_join", "IN_PROGRESS"), ("open_tour", "IN_PROGRESS")]));
+    assert_eq!(
+        listed(&onboardings(&app, "max").await),
+        pairs(&[("member_join", "IN_PROGRESS"), ("open_tour", "IN_PROGRESS")])
+    );
     app.set_attributes("ada", json!({ "team": "red" })).await;
     assert_eq!(enrollments_of(&app, "ada").await, ["admin_setup", "member_join"]);
     assert_eq!(app.count("SELECT COUNT(*) FROM enrollments").await, 4);
@@ -181,7 +187,11 @@ async fn an_admitted_subject_not_yet_enrolled_is_listed_as_not_started(app: Test
     let ada = onboardings(&app, "ada").await;
     assert_eq!(
         listed(&ada),
-        pairs(&[("admin_setup", "NOT_STARTED"), ("everyone_but_guests", "NOT_STARTED"), ("member_join", "NOT_STARTED")])
+        pairs(&[
+            ("admin_setup", "NOT_STARTED"),
+            ("everyone_but_guests", "NOT_STARTED"),
+            ("member_join", "NOT_STARTED")
+        ])
     );
     for o in &ada {
         assert_eq!(o["revision"], 0, "{o:#}");
@@ -248,7 +258,8 @@ async fn outside_the_audience_is_forbidden_and_writes_nothing(app: TestApp) {
     let code = app.code(Some(&max), &skip_mutation(), json!({ "f": "admin_setup", "k": "configure_sso" })).await;
     assert_eq!(code, "FORBIDDEN");
     // An admin acting for max cannot put him into a flow that is not for him either.
-    let for_max = "mutation { completeStep(flowKey: \"admin_setup\", stepKey: \"verify\", subjectId: \"max\") { status } }";
+    let for_max =
+        "mutation { completeStep(flowKey: \"admin_setup\", stepKey: \"verify\", subjectId: \"max\") { status } }";
     assert_eq!(app.code(Some(&app.admin()), for_max, json!({})).await, "FORBIDDEN");
     assert_eq!(footprint(&app).await, before, "a refused write leaves no trace");
     assert_eq!(app.status_of("max", "member_join").await, member_join_before);
@@ -303,10 +314,7 @@ async fn one_event_completes_steps_in_two_audience_flows(app: TestApp) {
     let again = app.track_event("ada-verified", "ada", "user.email_verified", json!({ "via": "link" })).await;
     assert_eq!(again["status"], "DUPLICATE");
     assert_eq!(again["completed"], json!([]));
-    assert_eq!(
-        app.count("SELECT COUNT(*) FROM step_progress WHERE step_key = 'verify' AND source = 'EVENT'").await,
-        3
-    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM step_progress WHERE step_key = 'verify' AND source = 'EVENT'").await, 3);
     assert_eq!(app.count("SELECT COUNT(*) FROM points_ledger").await, 3);
 }
 
@@ -350,4 +358,31 @@ async fn an_event_enrolls_an_admitted_subject_and_completes_its_step(app: TestAp
     assert_eq!(tour["status"], "COMPLETED");
     assert_eq!(step_of(&tour, "tour")["source"], "EVENT");
     assert_eq!(app.count("SELECT COUNT(*) FROM enrollments").await, 4);
+}
+
+async fn watchers_see_the_enrollment_an_audience_brings(app: TestApp) {
+    // Admitted before the flow exists, so not enrolled until ada's first write.
+    app.set_attributes("ada", json!({ "role": "admin" })).await;
+    app.set_attributes("max", json!({ "role": "admin" })).await;
+    app.publish(admin_setup()).await;
+    let mut ada = WsClient::authorized(app.addr, TRANSPORT_WS, &app.user("ada")).await;
+    let first = ada.watch("1", "admin_setup", None).await;
+    assert_eq!(first["status"], "NOT_STARTED");
+    assert_eq!(first["revision"], 0);
+
+    // Starting the flow enrolls her (the audience does it, within the same write): the
+    // watcher hears of it, as it does for a flow without an audience.
+    let started = app.start_as("ada", "admin_setup").await;
+    assert_eq!(started["status"], "IN_PROGRESS");
+    let snapshot = ada.snapshot("1").await;
+    assert_eq!(snapshot, started, "the watcher gets the enrolled state");
+
+    // An attribute write that enrolls max, and an event that enrolls him, are heard too.
+    let mut max = WsClient::authorized(app.addr, TRANSPORT_WS, &app.user("max")).await;
+    assert_eq!(max.watch("m", "admin_setup", None).await["status"], "NOT_STARTED");
+    let result = app.track_event("max-1", "max", "user.email_verified", json!({})).await;
+    assert_eq!(completed_steps(&result), [done("admin_setup", "verify")]);
+    let snapshot = max.snapshot("m").await;
+    assert_eq!(snapshot["status"], "IN_PROGRESS");
+    assert_eq!(step_of(&snapshot, "verify")["status"], "COMPLETED");
 }

@@ -8,6 +8,7 @@ mod audiences;
 mod auth;
 mod errors;
 mod events;
+mod experiments;
 mod flows;
 mod points;
 mod progress;

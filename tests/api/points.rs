@@ -101,7 +101,8 @@ async fn points_are_the_ledger_entries(app: TestApp) {
         ]
     );
     assert_eq!(mine["total"], 23);
-    let times: Vec<&str> = mine["entries"].as_array().unwrap().iter().map(|e| e["awardedAt"].as_str().unwrap()).collect();
+    let times: Vec<&str> =
+        mine["entries"].as_array().unwrap().iter().map(|e| e["awardedAt"].as_str().unwrap()).collect();
     let parsed: Vec<chrono::DateTime<chrono::FixedOffset>> =
         times.iter().map(|t| chrono::DateTime::parse_from_rfc3339(t).expect("RFC 3339")).collect();
     assert!(parsed.windows(2).all(|w| w[0] <= w[1]), "oldest first: {times:?}");
@@ -137,7 +138,10 @@ async fn points_are_the_ledger_entries(app: TestApp) {
     assert_eq!(by_flow("welcome"), 16);
     assert_eq!(by_flow("growth"), 7);
     let listed = app.ok(&app.user("alice"), "{ onboardings { flowKey points } }", json!({})).await;
-    assert_eq!(listed["onboardings"], json!([{ "flowKey": "growth", "points": 7 }, { "flowKey": "welcome", "points": 16 }]));
+    assert_eq!(
+        listed["onboardings"],
+        json!([{ "flowKey": "growth", "points": 7 }, { "flowKey": "welcome", "points": 16 }])
+    );
 
     // Repeating a completion or the event awards nothing more.
     app.complete_as("alice", "welcome", "tour").await;
@@ -166,7 +170,10 @@ async fn who_may_read_whose_points(app: TestApp) {
     // A subject with no points, or never seen: zero, nothing written.
     let none = points(&app, &bob, None).await;
     assert_eq!(none, json!({ "subjectId": "bob", "total": 0, "entries": [] }));
-    assert_eq!(points(&app, &app.admin(), Some("nobody")).await, json!({ "subjectId": "nobody", "total": 0, "entries": [] }));
+    assert_eq!(
+        points(&app, &app.admin(), Some("nobody")).await,
+        json!({ "subjectId": "nobody", "total": 0, "entries": [] })
+    );
     assert_eq!(app.count("SELECT COUNT(*) FROM subjects").await, 1, "reading never writes");
 }
 

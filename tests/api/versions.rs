@@ -17,6 +17,7 @@ both!(
     hundreds_of_enrollments_migrate_in_batches,
     stored_events_complete_new_steps_on_migration_and_are_reported,
     subscribers_of_a_moved_enrollment_see_the_new_version,
+    a_migration_and_event_batches_run_at_once_without_deadlock,
     migration_errors,
     deprecating_a_version_closes_it_to_new_subjects_only,
 );
@@ -279,7 +280,9 @@ async fn hundreds_of_enrollments_migrate_in_batches(app: TestApp) {
             events.push(json!({ "id": format!("a-{i}"), "subjectId": subject(i), "name": "bulk.a", "properties": {} }));
         }
         if i % 5 == 0 {
-            events.push(json!({ "id": format!("l-{i}"), "subjectId": subject(i), "name": "bulk.legacy", "properties": {} }));
+            events.push(
+                json!({ "id": format!("l-{i}"), "subjectId": subject(i), "name": "bulk.legacy", "properties": {} }),
+            );
         }
     }
     let track = "mutation($e: [EventInput!]!) { trackEvents(events: $e) { status completed { stepKey } } }";
@@ -430,7 +433,10 @@ async fn migration_errors(app: TestApp) {
         assert_eq!(error["extensions"]["code"], code, "{what}: {error:#}");
     }
     let dry = migrate_mutation(Some(true));
-    assert_eq!(app.code(Some(&app.user("alice")), &dry, json!({ "f": "setup", "from": 2, "to": 1 })).await, "FORBIDDEN");
+    assert_eq!(
+        app.code(Some(&app.user("alice")), &dry, json!({ "f": "setup", "from": 2, "to": 1 })).await,
+        "FORBIDDEN"
+    );
     assert_eq!(app.code(None, &dry, json!({ "f": "setup", "from": 2, "to": 1 })).await, "UNAUTHENTICATED");
     let alice = app.status_of("alice", "setup").await;
     assert_eq!(alice["version"], 2, "alice enrolled in the newest version");
@@ -488,4 +494,66 @@ async fn deprecating_a_version_closes_it_to_new_subjects_only(app: TestApp) {
             { "key": "setup", "version": 2, "status": "ACTIVE" }
         ])
     );
+}
+
+async fn a_migration_and_event_batches_run_at_once_without_deadlock(app: TestApp) {
+    // Event batches lock enrollments subject by subject, in subject order. A migration
+    // that locked its batch in enrollment order deadlocked with them on PostgreSQL when
+    // the two orders differ: here they are opposite (enrolled in descending name order).
+    const SUBJECTS: usize = 300;
+    let flow = |b_required: bool| {
+        json!({
+            "key": "race",
+            "title": "Race",
+            "steps": [
+                { "key": "a", "title": "A", "points": 1, "trigger": { "event": "race.a" } },
+                { "key": "b", "title": "B", "required": b_required }
+            ]
+        })
+    };
+    app.publish(flow(true)).await;
+    let app = std::sync::Arc::new(app);
+    futures_util::stream::iter((0..SUBJECTS).rev())
+        .map(|i| {
+            let app = app.clone();
+            async move { app.start_as(&format!("s{i:03}"), "race").await }
+        })
+        .buffered(8)
+        .collect::<Vec<_>>()
+        .await;
+    app.publish(flow(false)).await;
+    let mut batches = Vec::new();
+    for round in 0..4 {
+        let app = app.clone();
+        batches.push(tokio::spawn(async move {
+            let events: Vec<Value> = (0..SUBJECTS)
+                .map(|i| {
+                    let name = if round == 3 { "race.a" } else { "page.viewed" };
+                    json!({ "id": format!("e{round}-{i}"), "subjectId": format!("s{i:03}"), "name": name,
+                            "properties": {} })
+                })
+                .collect();
+            let track = "mutation($e: [EventInput!]!) { trackEvents(events: $e) { status } }";
+            app.gql(Some(&app.service()), track, json!({ "e": events })).await
+        }));
+    }
+    let migration = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let variables = json!({ "f": "race", "from": 1, "to": 2 });
+            app.gql(Some(&app.admin()), &migrate_mutation(Some(false)), variables).await
+        })
+    };
+    for batch in batches {
+        let response = batch.await.expect("task");
+        assert!(response.get("errors").is_none(), "{response:#}");
+        assert!(response["data"]["trackEvents"].as_array().unwrap().iter().all(|r| r["status"] == "NEW"));
+    }
+    let response = migration.await.expect("task");
+    assert!(response.get("errors").is_none(), "{response:#}");
+    assert_eq!(response["data"]["migrateEnrollments"]["moved"], SUBJECTS as i64);
+    assert_eq!(enrollments_on(&app, "race", 2).await, SUBJECTS as i64);
+    // Whichever came first, `a` is done by its event and the flow complete under v2.
+    assert_eq!(app.count("SELECT COUNT(*) FROM enrollments WHERE status = 'COMPLETED'").await, SUBJECTS as i64);
+    assert_eq!(app.count("SELECT COUNT(*) FROM points_ledger").await, SUBJECTS as i64);
 }
