@@ -29,9 +29,9 @@ pub struct Assignment {
     pub experiment_id: i64,
     pub experiment_key: String,
     pub variant: String,
-    /// The experiment is running, so serving the flow is an exposure; a declared winner's
-    /// version is served without one.
-    pub running: bool,
+    /// Serving the flow now is the subject's first exposure to a running experiment (a
+    /// declared winner, or a subject exposed before, records none), so reads stay reads.
+    pub first_exposure: bool,
 }
 
 /// A subject's enrollment in a flow, with its steps. With `for_update` the row is locked

@@ -29,13 +29,14 @@ impl Onramp {
         flow_key: &str,
     ) -> AppResult<Option<(FlowRecord, Option<Assignment>)>> {
         if let Some(exp) = store::in_effect(db, flow_key).await? {
-            let chosen = match exp.state {
-                ExperimentState::Completed => exp.winner.clone(),
+            // (variant, whether serving it now is the subject's first exposure)
+            let (chosen, first_exposure) = match exp.state {
+                ExperimentState::Completed => (exp.winner.clone(), false),
                 ExperimentState::Running => match store::exposure(db, exp.id, subject).await? {
-                    Some(sticky) => Some(sticky),
-                    None => experiments::assign(&exp.key, subject, &exp.variants).map(|v| v.name.clone()),
+                    Some(sticky) => (Some(sticky), false),
+                    None => (experiments::assign(&exp.key, subject, &exp.variants).map(|v| v.name.clone()), true),
                 },
-                ExperimentState::Stopped | ExperimentState::Draft => None,
+                ExperimentState::Stopped | ExperimentState::Draft => (None, false),
             };
             let variant = chosen.and_then(|name| exp.variants.iter().find(|v| v.name == name));
             let flow = match variant {
@@ -48,7 +49,7 @@ impl Onramp {
                     experiment_id: exp.id,
                     experiment_key: exp.key.clone(),
                     variant: variant.name.clone(),
-                    running: exp.state == ExperimentState::Running,
+                    first_exposure,
                 };
                 return Ok(Some((flow, Some(assignment))));
             }
@@ -64,7 +65,7 @@ impl Onramp {
         subject: &str,
         now: DateTime<Utc>,
     ) -> AppResult<()> {
-        if !assignment.running {
+        if !assignment.first_exposure {
             return Ok(());
         }
         Ok(store::expose(db, assignment.experiment_id, &assignment.variant, subject, now).await?)
