@@ -81,6 +81,12 @@ impl FlowDefinition {
         self.audience.as_ref().is_none_or(|c| c.evaluate(&facts))
     }
 
+    /// Subjects with these attributes are enrolled without asking: the flow names an
+    /// audience, and it admits them. Flows without an audience are entered explicitly.
+    pub fn enrolls_automatically(&self, attributes: &Value) -> bool {
+        self.audience.is_some() && self.admits(attributes)
+    }
+
     pub fn step(&self, key: &str) -> Option<&StepDefinition> {
         self.steps.iter().find(|s| s.key == key)
     }

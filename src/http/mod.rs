@@ -3,8 +3,6 @@
 
 mod websocket;
 
-pub use websocket::token_from_payload;
-
 use std::time::Duration;
 
 use async_graphql::http::WebSocketProtocols;

@@ -23,7 +23,7 @@ const INBOX: usize = 64;
 
 /// The bearer token in a connection_init payload: `{"authorization": "Bearer ..."}`
 /// (any case) or `{"token": "..."}`.
-pub fn token_from_payload(payload: &Value) -> Option<&str> {
+fn token_from_payload(payload: &Value) -> Option<&str> {
     let object = payload.as_object()?;
     object
         .iter()

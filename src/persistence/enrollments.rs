@@ -68,7 +68,11 @@ pub async fn list_for_subject(
     if for_update && is_postgres(db) {
         query = query.lock_exclusive();
     }
-    let rows = query.all(db).await?;
+    with_steps(db, query.all(db).await?).await
+}
+
+/// Records for enrollment rows, with all their steps loaded in one query.
+async fn with_steps(db: &impl ConnectionTrait, rows: Vec<enrollment::Model>) -> Result<Vec<EnrollmentRecord>, DbErr> {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let mut steps: HashMap<i64, Vec<step_progress::Model>> = HashMap::new();
     if !ids.is_empty() {
@@ -235,23 +239,12 @@ pub async fn by_ids(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let mut query = enrollment::Entity::find()
-        .filter(enrollment::Column::Id.is_in(ids.clone()))
-        .order_by_asc(enrollment::Column::Id);
+    let mut query =
+        enrollment::Entity::find().filter(enrollment::Column::Id.is_in(ids)).order_by_asc(enrollment::Column::Id);
     if for_update && is_postgres(db) {
         query = query.lock_exclusive();
     }
-    let rows = query.all(db).await?;
-    let mut steps: HashMap<i64, Vec<step_progress::Model>> = HashMap::new();
-    for step in step_progress::Entity::find().filter(step_progress::Column::EnrollmentId.is_in(ids)).all(db).await? {
-        steps.entry(step.enrollment_id).or_default().push(step);
-    }
-    rows.into_iter()
-        .map(|row| {
-            let s = steps.remove(&row.id).unwrap_or_default();
-            record(row, s)
-        })
-        .collect()
+    with_steps(db, query.all(db).await?).await
 }
 
 /// Pins an enrollment to another version of its flow.

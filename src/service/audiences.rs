@@ -26,6 +26,7 @@ impl Onramp {
             .latest_active_all(txn)
             .await?
             .into_iter()
+            // Only flows with an audience enroll anyone unasked; the version entered decides below.
             .filter(|f| f.definition.audience.is_some())
             .map(|f| f.key)
             .collect();
@@ -38,7 +39,7 @@ impl Onramp {
         for key in keys.iter().filter(|k| !enrolled.contains(k)) {
             // The version the subject would enter (an experiment may choose it) decides.
             let Some((flow, assignment)) = self.entry(txn, &subject.external_id, key).await? else { continue };
-            if !flow.definition.admits(&subject.attributes) {
+            if !flow.definition.enrolls_automatically(&subject.attributes) {
                 continue;
             }
             enrollments::insert(txn, subject.id, flow.id, &flow.key, &Enrollment::new(now), assignment.as_ref())

@@ -67,8 +67,7 @@ impl Onramp {
             })
             .collect::<AppResult<Vec<_>>>()?;
         for flow in open {
-            let is_for_subject = flow.definition.audience.is_some() && flow.definition.admits(&attributes);
-            if is_for_subject && !snapshots.iter().any(|s| s.flow.key == flow.key) {
+            if flow.definition.enrolls_automatically(&attributes) && !snapshots.iter().any(|s| s.flow.key == flow.key) {
                 snapshots.push(Snapshot {
                     subject_id: subject_id.to_string(),
                     flow,
