@@ -71,6 +71,11 @@ pub struct JwtArgs {
     #[arg(long, env = "ONRAMP_ROLE_CLAIM", default_value = "role", global = true)]
     pub role_claim: String,
 
+    /// The claim that lists the workspaces a user is a member of (a string or a list of
+    /// strings). Workspace-scoped flows are readable and writable only by members.
+    #[arg(long, env = "ONRAMP_WORKSPACE_CLAIM", default_value = "workspaces", global = true)]
+    pub workspace_claim: String,
+
     /// Development or production. Defaults to development on the embedded SQLite database
     /// and to production when DATABASE_URL is set.
     #[arg(long, env = "ONRAMP_MODE", global = true)]

@@ -41,6 +41,9 @@ enum Command {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 86_400)]
         ttl: u64,
+        /// A workspace the subject is a member of (repeat for several).
+        #[arg(long = "workspace")]
+        workspaces: Vec<String>,
     },
 }
 
@@ -70,10 +73,11 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             print!("{}", graphql::sdl());
             Ok(())
         }
-        Command::Token { sub, role, ttl } => {
+        Command::Token { sub, role, ttl, workspaces } => {
             let role = Role::parse(&role).context("role is user, admin or service")?;
             let keys = JwtKeys::from_args(&cli.jwt, mode)?;
-            println!("{}", keys.mint(&sub, role, ttl)?);
+            let workspaces: Vec<&str> = workspaces.iter().map(String::as_str).collect();
+            println!("{}", keys.mint_member(&sub, role, &workspaces, ttl)?);
             Ok(())
         }
         Command::Migrate => {

@@ -15,6 +15,8 @@ pub struct Model {
     pub properties: Json,
     pub occurred_at: DateTimeUtc,
     pub received_at: DateTimeUtc,
+    /// The workspace's subject row when the event happened in a workspace.
+    pub workspace_id: Option<i64>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

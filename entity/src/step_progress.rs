@@ -23,6 +23,8 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     /// The product event that completed the step, when one did.
     pub event_id: Option<String>,
+    /// Who completed or skipped the step: for a workspace, the member who acted.
+    pub completed_by: Option<String>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

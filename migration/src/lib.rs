@@ -7,6 +7,7 @@ mod m20261121_000001_core;
 mod m20261121_000002_events;
 mod m20261121_000003_points;
 mod m20261121_000004_experiments;
+mod m20261121_000005_workspaces;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000002_events::Migration),
             Box::new(m20261121_000003_points::Migration),
             Box::new(m20261121_000004_experiments::Migration),
+            Box::new(m20261121_000005_workspaces::Migration),
         ]
     }
 }

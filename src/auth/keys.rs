@@ -36,6 +36,7 @@ pub struct JwtKeys {
     encoding: Option<EncodingKey>,
     validation: Validation,
     role_claim: String,
+    workspace_claim: String,
     issuer: Option<String>,
     audience: Option<String>,
     /// The development secret is in use.
@@ -109,6 +110,7 @@ impl JwtKeys {
             encoding,
             validation,
             role_claim: args.role_claim.clone(),
+            workspace_claim: args.workspace_claim.clone(),
             issuer: args.jwt_issuer.clone(),
             audience: args.jwt_audience.clone(),
             development,
@@ -140,15 +142,39 @@ impl JwtKeys {
             }
             Some(_) => return Err(format!("claim `{}` must be a string or a list", self.role_claim)),
         };
-        Ok(Principal { subject: subject.to_string(), role, expires_at })
+        let workspaces = match claims.get(&self.workspace_claim) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(w)) => vec![w.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|w| w.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| format!("claim `{}` must list workspace ids as strings", self.workspace_claim))?,
+            Some(_) => return Err(format!("claim `{}` must be a string or a list", self.workspace_claim)),
+        };
+        Ok(Principal { subject: subject.to_string(), role, expires_at, workspaces })
     }
 
     /// Mints a token, for development and tests.
     pub fn mint(&self, subject: &str, role: Role, ttl_seconds: u64) -> Result<String, KeyError> {
+        self.mint_member(subject, role, &[], ttl_seconds)
+    }
+
+    /// Mints a token for a member of the given workspaces.
+    pub fn mint_member(
+        &self,
+        subject: &str,
+        role: Role,
+        workspaces: &[&str],
+        ttl_seconds: u64,
+    ) -> Result<String, KeyError> {
         let key = self.encoding.as_ref().ok_or(KeyError::NoPrivateKey)?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let mut claims = json!({ "sub": subject, "iat": now, "exp": now + ttl_seconds });
         claims[&self.role_claim] = json!(role.name());
+        if !workspaces.is_empty() {
+            claims[&self.workspace_claim] = json!(workspaces);
+        }
         if let Some(iss) = &self.issuer {
             claims["iss"] = json!(iss);
         }

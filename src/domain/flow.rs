@@ -45,7 +45,7 @@ pub struct Trigger {
 pub enum FlowScope {
     /// One progress per subject.
     User,
-    /// One progress per workspace (reserved: not accepted by publishing yet).
+    /// One progress per workspace, shared by its members.
     Workspace,
 }
 

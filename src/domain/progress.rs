@@ -57,6 +57,9 @@ pub struct StepState {
     pub source: Source,
     /// The product event that completed the step, when one did.
     pub event_id: Option<String>,
+    /// Who finished (completed or skipped) the step: the acting user, or the user who
+    /// sent the event. In a workspace, the member; None when unknown.
+    pub completed_by: Option<String>,
 }
 
 impl StepState {
@@ -70,6 +73,7 @@ impl StepState {
             metadata: None,
             source,
             event_id: None,
+            completed_by: None,
         }
     }
 }
@@ -253,6 +257,18 @@ pub struct Outcome {
     pub completed: bool,
 }
 
+/// Records who finished the given steps (those now completed or skipped): the user who
+/// acted, which in a workspace is the member. Called with the steps a command changed.
+pub fn credit(enrollment: &mut Enrollment, steps: &[String], actor: &str) {
+    for key in steps {
+        if let Some(state) = enrollment.steps.get_mut(key)
+            && state.status.is_finished()
+        {
+            state.completed_by = Some(actor.to_string());
+        }
+    }
+}
+
 /// Applies a command to an enrollment. On success the enrollment is updated in place and
 /// the revision bumped when anything changed; on error it is left untouched. Repeating a
 /// command that already took effect changes nothing: no points, no new revision.
@@ -292,6 +308,7 @@ pub fn apply(
                 state.skipped_at = None;
                 state.skip_reason = None;
                 state.source = source;
+                state.completed_by = None;
                 touch_step(enrollment, &mut outcome, step);
             }
         }
@@ -310,6 +327,7 @@ pub fn apply(
                 }
                 state.source = source;
                 state.event_id = None;
+                state.completed_by = None;
                 enrollment.points += points;
                 outcome.points_awarded = points;
                 touch_step(enrollment, &mut outcome, step);
@@ -326,6 +344,7 @@ pub fn apply(
                 state.skipped_at = Some(now);
                 state.skip_reason = reason;
                 state.source = source;
+                state.completed_by = None;
                 touch_step(enrollment, &mut outcome, step);
             }
         }

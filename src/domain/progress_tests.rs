@@ -415,6 +415,7 @@ fn completing_a_step_records_it_and_awards_its_points() {
             metadata: Some(json!({"name": "Ada"})),
             source: Source::User,
             event_id: None,
+            completed_by: None,
         }
     );
     assert_eq!(enrollment.points, 10);
@@ -1176,4 +1177,35 @@ fn dismissing_a_flow_with_nothing_required_leaves_it_skipped_not_completed() {
     assert!(outcome.completed);
     assert_eq!(e.status, EnrollmentStatus::Completed);
     assert_eq!(e.skipped_at, None);
+}
+
+// ---------------------------------------------------------------------------------------
+// credit: who finished a step
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn credit_names_who_finished_the_steps_a_command_changed() {
+    let f = basic_flow();
+    let mut e = Enrollment::new(at(0));
+    let done = run(&f, &no_attributes(), &mut e, complete("profile"), at(1));
+    credit(&mut e, &done.changed_steps, "alice");
+    let skipped = run(&f, &no_attributes(), &mut e, skip("tour"), at(2));
+    credit(&mut e, &skipped.changed_steps, "bob");
+    let started = run(&f, &no_attributes(), &mut e, start_step("invite"), at(3));
+    credit(&mut e, &started.changed_steps, "carol");
+    assert_eq!(e.steps["profile"].completed_by.as_deref(), Some("alice"));
+    assert_eq!(e.steps["tour"].completed_by.as_deref(), Some("bob"), "skipping is finishing");
+    assert_eq!(e.steps["invite"].completed_by, None, "a started step is not finished by anyone yet");
+}
+
+#[test]
+fn a_step_that_changes_again_forgets_who_finished_it_before() {
+    let f = basic_flow();
+    let mut e = Enrollment::new(at(0));
+    let skipped = run(&f, &no_attributes(), &mut e, skip("tour"), at(1));
+    credit(&mut e, &skipped.changed_steps, "bob");
+    // Completed later by an event with no user: bob did not complete it.
+    run(&f, &no_attributes(), &mut e, complete("tour"), at(2));
+    assert_eq!(e.steps["tour"].status, StepStatus::Completed);
+    assert_eq!(e.steps["tour"].completed_by, None);
 }

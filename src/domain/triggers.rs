@@ -19,6 +19,8 @@ pub struct EventFact {
     pub name: String,
     pub properties: Value,
     pub occurred_at: DateTime<Utc>,
+    /// The user who sent it, None for an event about a workspace alone.
+    pub actor: Option<String>,
 }
 
 impl StepDefinition {
@@ -71,6 +73,7 @@ pub fn settle(
         let Ok(outcome) = apply(flow, attributes, enrollment, command, Source::Event, now) else { break };
         if let Some(state) = enrollment.steps.get_mut(&step) {
             state.event_id = Some(event.id.clone());
+            state.completed_by = event.actor.clone();
         }
         total.changed |= outcome.changed;
         total.completed |= outcome.completed;
@@ -93,7 +96,7 @@ mod tests {
     }
 
     fn event(id: &str, name: &str, properties: Value, minute: u32) -> EventFact {
-        EventFact { id: id.into(), name: name.into(), properties, occurred_at: at(minute) }
+        EventFact { id: id.into(), name: name.into(), properties, occurred_at: at(minute), actor: Some("ada".into()) }
     }
 
     fn flow() -> FlowDefinition {
@@ -117,6 +120,7 @@ mod tests {
         assert_eq!(state.status, StepStatus::Completed);
         assert_eq!(state.source, Source::Event);
         assert_eq!(state.event_id.as_deref(), Some("e1"));
+        assert_eq!(state.completed_by.as_deref(), Some("ada"), "the sender completed it");
         assert_eq!(state.metadata, Some(json!({"via": "link"})));
         assert_eq!(state.completed_at, Some(at(2)));
     }

@@ -52,7 +52,9 @@ pub mod codes {
     pub const INVALID_TRIGGER: &str = "INVALID_TRIGGER";
     pub const NEGATIVE_POINTS: &str = "NEGATIVE_POINTS";
     pub const REQUIRED_STEP_SKIPPABLE: &str = "REQUIRED_STEP_SKIPPABLE";
-    pub const UNSUPPORTED_SCOPE: &str = "UNSUPPORTED_SCOPE";
+    /// A new version cannot change the scope of earlier ones: enrollments of one flow key
+    /// belong either to users or to workspaces (checked when publishing).
+    pub const SCOPE_CHANGED: &str = "SCOPE_CHANGED";
 }
 use codes::*;
 
@@ -100,11 +102,7 @@ pub fn parse_flow(raw: &Value) -> Result<FlowDefinition, Vec<Problem>> {
     let scope = match obj.get("scope") {
         None | Some(Value::Null) => FlowScope::User,
         Some(Value::String(s)) => match FlowScope::parse(s) {
-            Some(FlowScope::User) => FlowScope::User,
-            Some(FlowScope::Workspace) => {
-                problems.add("$.scope", UNSUPPORTED_SCOPE, "WORKSPACE-scoped flows are not supported yet: use USER");
-                FlowScope::User
-            }
+            Some(scope) => scope,
             None => {
                 problems.add("$.scope", WRONG_TYPE, format!("scope is USER or WORKSPACE, not `{s}`"));
                 FlowScope::User

@@ -521,10 +521,12 @@ fn unknown_fields_are_reported_at_every_level() {
 }
 
 #[test]
-fn workspace_scope_is_not_supported_yet() {
+fn workspace_scope_is_accepted() {
     let raw = json!({"key": "k", "title": "T", "scope": "WORKSPACE", "steps": [{"key": "a", "title": "A"}]});
-    let problem = single_problem(&raw, "$.scope", UNSUPPORTED_SCOPE);
-    assert_eq!(problem.message, "WORKSPACE-scoped flows are not supported yet: use USER");
+    let flow = parse_flow(&raw).expect("a workspace-scoped flow is valid");
+    assert_eq!(flow.scope, FlowScope::Workspace);
+    let user = parse_flow(&json!({"key": "k", "title": "T", "steps": [{"key": "a", "title": "A"}]})).unwrap();
+    assert_eq!(user.scope, FlowScope::User, "USER is the default");
 }
 
 #[test]
@@ -1002,7 +1004,6 @@ fn every_problem_in_a_definition_is_reported_in_one_round() {
         &raw,
         &[
             ("$.key", INVALID_KEY),
-            ("$.scope", UNSUPPORTED_SCOPE),
             ("$.steps[2].key", DUPLICATE_STEP_KEY),
             ("$.steps[0].skippable", REQUIRED_STEP_SKIPPABLE),
             ("$.steps[1].points", NEGATIVE_POINTS),

@@ -1,11 +1,13 @@
-//! What product teams and backends call: flows and subject attributes.
+//! What product teams and backends call: flows, and subject and workspace attributes.
 
 use async_graphql::{Context, ID, Json, Object, Result};
 use serde_json::Value;
 
-use super::types::{Flow, FlowProblem, MigrationReport, Subject};
+use super::types::{Flow, FlowProblem, MigrationReport, Subject, Workspace};
 use super::{onramp, principal};
 use crate::auth::Role;
+use crate::domain::Owner;
+use crate::error::AppError;
 
 #[derive(Default)]
 pub struct AdminQuery;
@@ -78,7 +80,23 @@ impl AdminMutation {
         #[graphql(default = true)] merge: bool,
     ) -> Result<Subject> {
         principal(ctx)?.require(&[Role::Admin, Role::Service])?;
-        let attributes = onramp(ctx).set_attributes(&subject_id, attributes.0, merge).await?;
+        let owner = Owner::user(&subject_id).map_err(AppError::invalid)?;
+        let attributes = onramp(ctx).set_attributes(&owner, attributes.0, merge).await?;
         Ok(Subject { id: subject_id, attributes: Json(attributes) })
+    }
+
+    /// Sets a workspace's attributes, which the audiences and step conditions of
+    /// workspace-scoped flows read; merge as in setSubjectAttributes. Admin and service only.
+    async fn set_workspace_attributes(
+        &self,
+        ctx: &Context<'_>,
+        workspace_id: ID,
+        attributes: Json<Value>,
+        #[graphql(default = true)] merge: bool,
+    ) -> Result<Workspace> {
+        principal(ctx)?.require(&[Role::Admin, Role::Service])?;
+        let owner = Owner::workspace(&workspace_id).map_err(AppError::invalid)?;
+        let attributes = onramp(ctx).set_attributes(&owner, attributes.0, merge).await?;
+        Ok(Workspace { id: workspace_id, attributes: Json(attributes) })
     }
 }

@@ -13,7 +13,11 @@ use crate::service::{self, EventOutcome};
 pub struct EventInput {
     /// The idempotency key, up to 255 characters: a retry sends the same id.
     pub id: String,
-    pub subject_id: ID,
+    /// The user who did it. At least one of subjectId and workspaceId is required.
+    pub subject_id: Option<ID>,
+    /// The workspace it happened in: it then also completes that workspace's
+    /// workspace-scoped steps, crediting subjectId as completedBy.
+    pub workspace_id: Option<ID>,
     /// Matched against step triggers, e.g. `user.email_verified`.
     pub name: String,
     /// A JSON object; trigger conditions read it, and it becomes the completed step's metadata.
@@ -45,6 +49,8 @@ pub struct CompletedStep {
     pub flow_key: String,
     pub version: i32,
     pub step_key: String,
+    /// Set when the step is in a workspace's shared progress.
+    pub workspace_id: Option<ID>,
 }
 
 #[derive(SimpleObject, Clone, Debug)]
@@ -52,7 +58,8 @@ pub struct EventResult {
     pub id: String,
     pub status: EventStatus,
     pub error: Option<EventError>,
-    /// The steps this event completed, in every flow of the subject; empty for duplicates.
+    /// The steps this event completed, in every flow of the subject and of its workspace;
+    /// empty for duplicates.
     pub completed: Vec<CompletedStep>,
 }
 
@@ -82,7 +89,8 @@ async fn track(ctx: &Context<'_>, events: Vec<EventInput>) -> Result<Vec<EventRe
         .into_iter()
         .map(|e| service::EventInput {
             id: e.id,
-            subject_id: e.subject_id.0,
+            subject_id: e.subject_id.map(|id| id.0),
+            workspace_id: e.workspace_id.map(|id| id.0),
             name: e.name,
             properties: e.properties.map_or(Value::Object(Default::default()), |p| match p.0 {
                 Value::Null => Value::Object(Default::default()),
@@ -102,7 +110,12 @@ async fn track(ctx: &Context<'_>, events: Vec<EventInput>) -> Result<Vec<EventRe
                 error: None,
                 completed: completed
                     .into_iter()
-                    .map(|c| CompletedStep { flow_key: c.flow_key, version: c.version, step_key: c.step_key })
+                    .map(|c| CompletedStep {
+                        flow_key: c.flow_key,
+                        version: c.version,
+                        step_key: c.step_key,
+                        workspace_id: c.workspace_id.map(ID),
+                    })
                     .collect(),
             },
             EventOutcome::Duplicate => {

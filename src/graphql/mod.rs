@@ -10,11 +10,11 @@ mod types;
 
 use std::sync::Arc;
 
-use async_graphql::{Context, MergedObject, SDLExportOptions, Schema, SchemaBuilder};
+use async_graphql::{Context, ID, MergedObject, SDLExportOptions, Schema, SchemaBuilder};
 
 use crate::auth::{Auth, Principal};
 use crate::error::AppResult;
-use crate::service::Onramp;
+use crate::service::{Onramp, Party};
 
 #[derive(MergedObject, Default)]
 pub struct Query(onboarding::OnboardingQuery, admin::AdminQuery, experiments::ExperimentQuery);
@@ -54,4 +54,15 @@ fn onramp<'a>(ctx: &Context<'a>) -> &'a Arc<Onramp> {
 
 fn principal<'a>(ctx: &Context<'a>) -> AppResult<&'a Principal> {
     ctx.data_opt::<Auth>().unwrap_or(&Auth::Anonymous).principal()
+}
+
+/// Who a request is for: `subjectId` (admin and service callers only; a user acts as
+/// itself) and `workspaceId` (a user must be a member, as its token says; a token with
+/// exactly one workspace implies it).
+fn party(ctx: &Context<'_>, subject_id: Option<&ID>, workspace_id: Option<&ID>) -> AppResult<Party> {
+    let caller = principal(ctx)?;
+    Ok(Party {
+        subject: caller.target(subject_id.map(|id| id.as_str()))?,
+        workspace: caller.workspace(workspace_id.map(|id| id.as_str()))?,
+    })
 }

@@ -1,12 +1,13 @@
-//! What SPA and mobile clients call: the signed-in subject's progress.
+//! What SPA and mobile clients call: the signed-in user's progress, and the shared
+//! progress of the workspaces it is a member of.
 
 use async_graphql::{Context, ID, Json, Object, Result};
 use serde_json::Value;
 
 use super::types::{OnboardingStatus, Points, PointsEntry, StepProgress};
-use super::{onramp, principal};
+use super::{onramp, party, principal};
 use crate::auth::{Principal, Role};
-use crate::domain::{Command, Source};
+use crate::domain::{Command, Owner, Source};
 use crate::error::AppError;
 
 #[derive(Default)]
@@ -14,12 +15,19 @@ pub struct OnboardingQuery;
 
 #[Object]
 impl OnboardingQuery {
-    /// Where the subject stands in a flow. NOT_STARTED, with the would-be steps, when the
-    /// subject is not enrolled. Reading enrolls nothing; its only write is the exposure to a
-    /// running experiment. Only admin and service callers may pass subjectId.
-    async fn status(&self, ctx: &Context<'_>, flow_key: String, subject_id: Option<ID>) -> Result<OnboardingStatus> {
-        let subject = principal(ctx)?.target(subject_id.as_deref().map(String::as_str))?;
-        let snapshot = onramp(ctx).status(&subject, &flow_key).await?;
+    /// Where the subject (or, for a workspace-scoped flow, the workspace) stands in a
+    /// flow. NOT_STARTED, with the would-be steps, when not enrolled. Reading enrolls
+    /// nothing; its only write is the exposure to a running experiment. Only admin and
+    /// service callers may pass subjectId; a user may pass only its own workspaces.
+    async fn status(
+        &self,
+        ctx: &Context<'_>,
+        flow_key: String,
+        subject_id: Option<ID>,
+        workspace_id: Option<ID>,
+    ) -> Result<OnboardingStatus> {
+        let party = party(ctx, subject_id.as_ref(), workspace_id.as_ref())?;
+        let snapshot = onramp(ctx).status(&party, &flow_key).await?;
         Ok((&snapshot).into())
     }
 
@@ -29,20 +37,32 @@ impl OnboardingQuery {
         ctx: &Context<'_>,
         flow_key: String,
         subject_id: Option<ID>,
+        workspace_id: Option<ID>,
     ) -> Result<Option<StepProgress>> {
-        let subject = principal(ctx)?.target(subject_id.as_deref().map(String::as_str))?;
-        let snapshot = onramp(ctx).status(&subject, &flow_key).await?;
+        let party = party(ctx, subject_id.as_ref(), workspace_id.as_ref())?;
+        let snapshot = onramp(ctx).status(&party, &flow_key).await?;
         let view = snapshot.view();
         Ok(view.next().map(StepProgress::from))
     }
 
-    /// The subject's points: the total and every ledger entry. Only admin and service
-    /// callers may pass subjectId.
-    async fn points(&self, ctx: &Context<'_>, subject_id: Option<ID>) -> Result<Points> {
-        let subject = principal(ctx)?.target(subject_id.as_deref().map(String::as_str))?;
-        let balance = onramp(ctx).points(&subject).await?;
+    /// Points from the ledger: the total and every entry. The subject's own, or with
+    /// workspaceId the workspace's (awarded by its workspace-scoped flows). Only admin and
+    /// service callers may pass subjectId; a user may pass only its own workspaces.
+    async fn points(&self, ctx: &Context<'_>, subject_id: Option<ID>, workspace_id: Option<ID>) -> Result<Points> {
+        let caller = principal(ctx)?;
+        let owner = match &workspace_id {
+            Some(w) => Owner::workspace(&caller.workspace(Some(w.as_str()))?.unwrap_or_default()),
+            None => Owner::user(&caller.target(subject_id.as_deref().map(String::as_str))?),
+        }
+        .map_err(AppError::invalid)?;
+        let balance = onramp(ctx).points(&owner).await?;
+        let (subject_id, workspace_id) = match owner {
+            Owner::User(id) => (Some(ID(id)), None),
+            Owner::Workspace(id) => (None, Some(ID(id))),
+        };
         Ok(Points {
-            subject_id: ID(subject),
+            subject_id,
+            workspace_id,
             total: balance.total,
             entries: balance
                 .entries
@@ -53,11 +73,31 @@ impl OnboardingQuery {
     }
 
     /// Every flow the subject is enrolled in, and every active flow whose audience admits
-    /// it (NOT_STARTED until it enrolls), by flow key.
-    async fn onboardings(&self, ctx: &Context<'_>, subject_id: Option<ID>) -> Result<Vec<OnboardingStatus>> {
-        let subject = principal(ctx)?.target(subject_id.as_deref().map(String::as_str))?;
-        let snapshots = onramp(ctx).onboardings(&subject).await?;
-        Ok(snapshots.iter().map(OnboardingStatus::from).collect())
+    /// it (NOT_STARTED until it enrolls); then the same for workspace-scoped flows of the
+    /// workspace given, or, for a user without workspaceId, of every workspace its token
+    /// lists. By flow key, then workspace.
+    async fn onboardings(
+        &self,
+        ctx: &Context<'_>,
+        subject_id: Option<ID>,
+        workspace_id: Option<ID>,
+    ) -> Result<Vec<OnboardingStatus>> {
+        let caller = principal(ctx)?;
+        let subject =
+            Owner::user(&caller.target(subject_id.as_deref().map(String::as_str))?).map_err(AppError::invalid)?;
+        let workspaces: Vec<String> = match &workspace_id {
+            Some(w) => caller.workspace(Some(w.as_str()))?.into_iter().collect(),
+            None if caller.role == Role::User => caller.workspaces.clone(),
+            None => Vec::new(),
+        };
+        let onramp = onramp(ctx);
+        let mut statuses: Vec<OnboardingStatus> = onramp.onboardings(&subject).await?.iter().map(Into::into).collect();
+        for workspace in workspaces {
+            let owner = Owner::workspace(&workspace).map_err(AppError::invalid)?;
+            statuses.extend(onramp.onboardings(&owner).await?.iter().map(OnboardingStatus::from));
+        }
+        statuses.sort_by(|a, b| (&a.flow_key, &a.workspace_id).cmp(&(&b.flow_key, &b.workspace_id)));
+        Ok(statuses)
     }
 }
 
@@ -67,16 +107,20 @@ pub struct OnboardingMutation;
 /// The longest skip reason kept.
 const MAX_REASON_LEN: usize = 500;
 
+/// Every mutation acts on the caller's own progress, or for a workspace-scoped flow on
+/// the workspace's (workspaceId, or the token's only workspace), and records the acting
+/// user as completedBy. Only admin and service callers may pass subjectId.
 #[Object]
 impl OnboardingMutation {
-    /// Enrolls the subject in the newest active version, or resumes a dismissed flow.
+    /// Enrolls in the newest active version, or resumes a dismissed flow.
     async fn start_onboarding(
         &self,
         ctx: &Context<'_>,
         flow_key: String,
         subject_id: Option<ID>,
+        workspace_id: Option<ID>,
     ) -> Result<OnboardingStatus> {
-        run(ctx, flow_key, subject_id, Command::Start).await
+        run(ctx, flow_key, subject_id, workspace_id, Command::Start).await
     }
 
     /// Marks a step IN_PROGRESS.
@@ -86,8 +130,9 @@ impl OnboardingMutation {
         flow_key: String,
         step_key: String,
         subject_id: Option<ID>,
+        workspace_id: Option<ID>,
     ) -> Result<OnboardingStatus> {
-        run(ctx, flow_key, subject_id, Command::StartStep { step: step_key }).await
+        run(ctx, flow_key, subject_id, workspace_id, Command::StartStep { step: step_key }).await
     }
 
     /// Completes a step, awarding its points once. Idempotent: repeating it returns the
@@ -99,13 +144,14 @@ impl OnboardingMutation {
         step_key: String,
         metadata: Option<Json<Value>>,
         subject_id: Option<ID>,
+        workspace_id: Option<ID>,
     ) -> Result<OnboardingStatus> {
         let metadata = match metadata.map(|m| m.0) {
             None | Some(Value::Null) => None,
             Some(m @ Value::Object(_)) => Some(m),
             Some(_) => return Err(AppError::invalid("metadata must be a JSON object").into()),
         };
-        run(ctx, flow_key, subject_id, Command::CompleteStep { step: step_key, metadata }).await
+        run(ctx, flow_key, subject_id, workspace_id, Command::CompleteStep { step: step_key, metadata }).await
     }
 
     /// Skips an optional step.
@@ -116,11 +162,12 @@ impl OnboardingMutation {
         step_key: String,
         reason: Option<String>,
         subject_id: Option<ID>,
+        workspace_id: Option<ID>,
     ) -> Result<OnboardingStatus> {
         if reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON_LEN) {
             return Err(AppError::invalid(format!("reason is limited to {MAX_REASON_LEN} characters")).into());
         }
-        run(ctx, flow_key, subject_id, Command::SkipStep { step: step_key, reason }).await
+        run(ctx, flow_key, subject_id, workspace_id, Command::SkipStep { step: step_key, reason }).await
     }
 
     /// Dismisses the whole flow. A completed flow stays completed.
@@ -129,8 +176,9 @@ impl OnboardingMutation {
         ctx: &Context<'_>,
         flow_key: String,
         subject_id: Option<ID>,
+        workspace_id: Option<ID>,
     ) -> Result<OnboardingStatus> {
-        run(ctx, flow_key, subject_id, Command::SkipFlow).await
+        run(ctx, flow_key, subject_id, workspace_id, Command::SkipFlow).await
     }
 }
 
@@ -138,11 +186,12 @@ async fn run(
     ctx: &Context<'_>,
     flow_key: String,
     subject_id: Option<ID>,
+    workspace_id: Option<ID>,
     command: Command,
 ) -> Result<OnboardingStatus> {
-    let caller = principal(ctx)?;
-    let subject = caller.target(subject_id.as_deref().map(String::as_str))?;
-    let snapshot = onramp(ctx).run(&subject, &flow_key, command, source_of(caller)).await?;
+    let party = party(ctx, subject_id.as_ref(), workspace_id.as_ref())?;
+    let source = source_of(principal(ctx)?);
+    let snapshot = onramp(ctx).run(&party, &flow_key, command, source).await?;
     Ok((&snapshot).into())
 }
 

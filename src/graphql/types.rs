@@ -5,7 +5,7 @@ use async_graphql::{Enum, ID, Json, SimpleObject};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::domain::{self, StepView};
+use crate::domain::{self, Owner, StepView};
 use crate::persistence::flows::FlowRecord;
 use crate::service::Snapshot;
 
@@ -50,10 +50,16 @@ pub enum FlowScope {
     Workspace,
 }
 
-/// A subject's progress through one flow: everything a checklist or progress bar needs.
+/// A subject's (or, for a workspace-scoped flow, a workspace's) progress through one
+/// flow: everything a checklist or progress bar needs.
 #[derive(SimpleObject, Clone, Debug, PartialEq)]
 pub struct OnboardingStatus {
-    pub subject_id: ID,
+    /// The user whose progress this is; null for a workspace-scoped flow.
+    pub subject_id: Option<ID>,
+    /// The workspace whose shared progress this is; null for a user-scoped flow.
+    pub workspace_id: Option<ID>,
+    /// USER: one progress per user. WORKSPACE: one per workspace, shared by its members.
+    pub scope: FlowScope,
     pub flow_key: String,
     /// The flow version the subject is pinned to (or would enroll in).
     pub version: i32,
@@ -109,6 +115,9 @@ pub struct StepProgress {
     pub metadata: Option<Json<Value>>,
     /// Who recorded the current state; null while pending with no record.
     pub source: Option<StepSource>,
+    /// The user who completed or skipped the step (in a workspace, the member; for an
+    /// event, its sender); null while unfinished or when an event named no user.
+    pub completed_by: Option<ID>,
 }
 
 /// A published flow version.
@@ -142,14 +151,28 @@ pub struct Subject {
     pub attributes: Json<Value>,
 }
 
+/// A workspace: its attributes are what the audiences and step conditions of
+/// workspace-scoped flows read.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct Workspace {
+    pub id: ID,
+    pub attributes: Json<Value>,
+}
+
 impl From<&Snapshot> for OnboardingStatus {
     fn from(s: &Snapshot) -> Self {
         let view = s.view();
         let definition = &s.flow.definition;
         let e = s.enrollment.as_ref();
         let steps: Vec<StepProgress> = view.steps.iter().map(StepProgress::from).collect();
+        let (subject_id, workspace_id) = match &s.owner {
+            Owner::User(id) => (Some(ID(id.clone())), None),
+            Owner::Workspace(id) => (None, Some(ID(id.clone()))),
+        };
         OnboardingStatus {
-            subject_id: ID(s.subject_id.clone()),
+            subject_id,
+            workspace_id,
+            scope: s.flow.scope.into(),
             flow_key: s.flow.key.clone(),
             version: s.flow.version,
             title: definition.title.clone(),
@@ -204,6 +227,7 @@ impl From<&StepView<'_>> for StepProgress {
                 domain::Source::Event => StepSource::Event,
                 domain::Source::Admin => StepSource::Admin,
             }),
+            completed_by: v.state.and_then(|s| s.completed_by.clone()).map(ID),
         }
     }
 }
@@ -219,14 +243,20 @@ impl From<&FlowRecord> for Flow {
                 domain::FlowStatus::Active => FlowStatus::Active,
                 domain::FlowStatus::Deprecated => FlowStatus::Deprecated,
             },
-            scope: match f.scope {
-                domain::FlowScope::User => FlowScope::User,
-                domain::FlowScope::Workspace => FlowScope::Workspace,
-            },
+            scope: f.scope.into(),
             title: f.definition.title.clone(),
             description: f.definition.description.clone(),
             definition: Json(f.definition.to_json()),
             created_at: f.created_at,
+        }
+    }
+}
+
+impl From<domain::FlowScope> for FlowScope {
+    fn from(scope: domain::FlowScope) -> Self {
+        match scope {
+            domain::FlowScope::User => FlowScope::User,
+            domain::FlowScope::Workspace => FlowScope::Workspace,
         }
     }
 }
@@ -255,16 +285,19 @@ pub struct DroppedStep {
     pub enrollments: u64,
 }
 
-/// A subject's points, all from the ledger.
+/// A subject's or workspace's points, all from the ledger.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct Points {
-    pub subject_id: ID,
+    /// Null for a workspace's points.
+    pub subject_id: Option<ID>,
+    /// Set for a workspace's points.
+    pub workspace_id: Option<ID>,
     pub total: i64,
     /// Oldest first.
     pub entries: Vec<PointsEntry>,
 }
 
-/// One award. Each reason is awarded once per subject.
+/// One award. Each reason is awarded once per subject (or workspace).
 #[derive(SimpleObject, Clone, Debug)]
 pub struct PointsEntry {
     pub amount: i64,

@@ -154,6 +154,7 @@ pub async fn save(
             source: Set(s.source.name().into()),
             updated_at: Set(state.last_activity_at),
             event_id: Set(s.event_id.clone()),
+            completed_by: Set(s.completed_by.clone()),
         })
         .collect();
     if rows.is_empty() {
@@ -172,6 +173,7 @@ pub async fn save(
                     step_progress::Column::Source,
                     step_progress::Column::UpdatedAt,
                     step_progress::Column::EventId,
+                    step_progress::Column::CompletedBy,
                 ])
                 .to_owned(),
         )
@@ -193,6 +195,7 @@ fn record(row: enrollment::Model, steps: Vec<step_progress::Model>) -> Result<En
                 metadata: s.metadata,
                 source: parse_name(&s.source, Source::parse, "step source")?,
                 event_id: s.event_id,
+                completed_by: s.completed_by,
             };
             Ok((s.step_key, state))
         })

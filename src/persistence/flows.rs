@@ -29,6 +29,9 @@ pub struct FlowRecord {
 #[derive(Default)]
 pub struct FlowStore {
     definitions: RwLock<HashMap<i64, Arc<FlowDefinition>>>,
+    /// Every version of a key has the scope of its first (publishing enforces it), so
+    /// the scope of a key, once seen, never changes.
+    scopes: RwLock<HashMap<String, FlowScope>>,
 }
 
 impl FlowStore {
@@ -62,23 +65,33 @@ impl FlowStore {
         rows.into_iter().map(|r| self.record(r)).collect()
     }
 
-    /// Inserts `definition` as the next version of its key, ACTIVE. Two concurrent
-    /// publishes of one key collide on the unique (key, version) index; the caller retries.
+    /// Inserts `definition` as the next version of its key, ACTIVE, or returns the key's
+    /// scope (`Ok(Err(scope))`) when the definition would change it. Two concurrent
+    /// publishes of one key collide on the unique (key, version) index; the caller
+    /// retries, and then sees the scope the other one wrote.
     pub async fn insert_next_version(
         &self,
         db: &impl ConnectionTrait,
         definition: &FlowDefinition,
         now: DateTime<Utc>,
-    ) -> Result<FlowRecord, DbErr> {
-        let latest: Option<i32> = flow::Entity::find()
+    ) -> Result<Result<FlowRecord, FlowScope>, DbErr> {
+        let latest: Option<(i32, String)> = flow::Entity::find()
             .select_only()
             .column(flow::Column::Version)
+            .column(flow::Column::Scope)
             .filter(flow::Column::Key.eq(&definition.key))
             .order_by_desc(flow::Column::Version)
             .limit(1)
             .into_tuple()
             .one(db)
             .await?;
+        if let Some((_, scope)) = &latest {
+            let scope = parse_name(scope, FlowScope::parse, "flow scope")?;
+            if scope != definition.scope {
+                return Ok(Err(scope));
+            }
+        }
+        let latest = latest.map(|(version, _)| version);
         let row = flow::ActiveModel {
             id: NotSet,
             key: Set(definition.key.clone()),
@@ -91,7 +104,28 @@ impl FlowStore {
             created_at: Set(now),
         };
         let row = flow::Entity::insert(row).exec_with_returning(db).await?;
-        self.record(row)
+        self.record(row).map(Ok)
+    }
+
+    /// The scope of a flow key, None when no version was ever published.
+    pub async fn scope_of(&self, db: &impl ConnectionTrait, key: &str) -> Result<Option<FlowScope>, DbErr> {
+        if let Some(scope) = self.scopes.read().ok().and_then(|c| c.get(key).copied()) {
+            return Ok(Some(scope));
+        }
+        let scope: Option<String> = flow::Entity::find()
+            .select_only()
+            .column(flow::Column::Scope)
+            .filter(flow::Column::Key.eq(key))
+            .limit(1)
+            .into_tuple()
+            .one(db)
+            .await?;
+        let Some(scope) = scope else { return Ok(None) };
+        let scope = parse_name(&scope, FlowScope::parse, "flow scope")?;
+        if let Ok(mut cache) = self.scopes.write() {
+            cache.insert(key.to_string(), scope);
+        }
+        Ok(Some(scope))
     }
 
     /// The version new subjects enroll in: the newest ACTIVE one.

@@ -1,4 +1,5 @@
-//! Subjects and their attributes.
+//! Subjects and their attributes. A subject is a user or a workspace: `external_id` is
+//! the owner's key (see `domain::owner`).
 
 use chrono::{DateTime, Utc};
 use entity::subject;
@@ -8,11 +9,20 @@ use sea_orm::{
 };
 use serde_json::{Value, json};
 
+use crate::domain::Owner;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct SubjectRecord {
     pub id: i64,
     pub external_id: String,
     pub attributes: Value,
+}
+
+impl SubjectRecord {
+    /// The user or workspace this row stores.
+    pub fn owner(&self) -> Owner {
+        Owner::from_key(&self.external_id)
+    }
 }
 
 impl From<subject::Model> for SubjectRecord {

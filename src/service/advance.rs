@@ -37,7 +37,7 @@ impl Onramp {
 
         let names = flow.definition.trigger_events();
         if !names.is_empty() {
-            let facts = events::facts(txn, subject.id, &names).await?;
+            let facts = events::facts(txn, subject, &names).await?;
             let settled = triggers::settle(&flow.definition, &subject.attributes, &mut state, &facts, now);
             outcome.changed |= settled.changed;
             outcome.completed |= settled.completed;

@@ -21,13 +21,15 @@ impl Onramp {
         subject: &SubjectRecord,
         now: DateTime<Utc>,
     ) -> AppResult<Vec<FlowRecord>> {
+        let owner = subject.owner();
         let keys: Vec<String> = self
             .flows
             .latest_active_all(txn)
             .await?
             .into_iter()
-            // Only flows with an audience enroll anyone unasked; the version entered decides below.
-            .filter(|f| f.definition.audience.is_some())
+            // Only flows with an audience enroll anyone unasked, and only owners of their
+            // scope; the version entered decides below.
+            .filter(|f| f.definition.audience.is_some() && f.scope == owner.scope())
             .map(|f| f.key)
             .collect();
         if keys.is_empty() {
@@ -38,7 +40,7 @@ impl Onramp {
         let mut added = Vec::new();
         for key in keys.iter().filter(|k| !enrolled.contains(k)) {
             // The version the subject would enter (an experiment may choose it) decides.
-            let Some((flow, assignment)) = self.entry(txn, &subject.external_id, key).await? else { continue };
+            let Some((flow, assignment)) = self.entry(txn, &owner, key).await? else { continue };
             if !flow.definition.enrolls_automatically(&subject.attributes) {
                 continue;
             }

@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use sea_orm::ConnectionTrait;
 
 use super::Onramp;
-use crate::domain::FlowStatus;
 use crate::domain::experiments::{self, Action, ExperimentState, Variant};
+use crate::domain::{FlowStatus, Owner};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::persistence::enrollments::Assignment;
 use crate::persistence::experiments::{self as store, ExperimentRecord};
@@ -19,22 +19,23 @@ pub struct ExperimentReport {
 }
 
 impl Onramp {
-    /// The version a subject not yet enrolled enters, and the experiment assignment
-    /// behind it: a running experiment's variant (the one the subject was first exposed
-    /// to, else the hash's), a completed experiment's winner, or the newest active version.
+    /// The version an owner not yet enrolled enters, and the experiment assignment behind
+    /// it: a running experiment's variant (the one the owner was first exposed to, else
+    /// the hash's), a completed experiment's winner, or the newest active version. A
+    /// workspace is assigned by its workspace id, so all its members see one variant.
     pub(super) async fn entry(
         &self,
         db: &impl ConnectionTrait,
-        subject: &str,
+        owner: &Owner,
         flow_key: &str,
     ) -> AppResult<Option<(FlowRecord, Option<Assignment>)>> {
         if let Some(exp) = store::in_effect(db, flow_key).await? {
             // (variant, whether serving it now is the subject's first exposure)
             let (chosen, first_exposure) = match exp.state {
                 ExperimentState::Completed => (exp.winner.clone(), false),
-                ExperimentState::Running => match store::exposure(db, exp.id, subject).await? {
+                ExperimentState::Running => match store::exposure(db, exp.id, &owner.key()).await? {
                     Some(sticky) => (Some(sticky), false),
-                    None => (experiments::assign(&exp.key, subject, &exp.variants).map(|v| v.name.clone()), true),
+                    None => (experiments::assign(&exp.key, owner.id(), &exp.variants).map(|v| v.name.clone()), true),
                 },
                 ExperimentState::Stopped | ExperimentState::Draft => (None, false),
             };
@@ -57,7 +58,8 @@ impl Onramp {
         Ok(self.flows.latest_active(db, flow_key).await?.map(|f| (f, None)))
     }
 
-    /// Records a subject's first exposure under a running experiment.
+    /// Records an owner's first exposure under a running experiment (`subject` is the
+    /// owner's key).
     pub(super) async fn expose(
         &self,
         db: &impl ConnectionTrait,

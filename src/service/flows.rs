@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::Onramp;
-use crate::domain::{FlowStatus, parse_flow, validation::Problem};
+use crate::domain::{FlowStatus, parse_flow, validation, validation::Problem};
 use crate::error::{AppError, AppResult};
 use crate::persistence::flows::FlowRecord;
 
@@ -23,7 +23,18 @@ impl Onramp {
         let mut attempt = 0;
         loop {
             match self.flows.insert_next_version(&self.db, &definition, super::now()).await {
-                Ok(flow) => {
+                Ok(Err(scope)) => {
+                    return Err(AppError::invalid_definition(vec![Problem {
+                        path: "$.scope".into(),
+                        code: validation::codes::SCOPE_CHANGED,
+                        message: format!(
+                            "earlier versions of `{}` are {}-scoped; a new version cannot change the scope",
+                            definition.key,
+                            scope.name()
+                        ),
+                    }]));
+                }
+                Ok(Ok(flow)) => {
                     tracing::info!(key = %flow.key, version = flow.version, "flow published");
                     return Ok(flow);
                 }

@@ -24,7 +24,8 @@ pub use experiments::ExperimentReport;
 pub use points::PointsBalance;
 pub use versions::MigrationReport;
 
-use crate::domain::{Enrollment, ProgressView, StepState, progress::view};
+use crate::domain::{Enrollment, FlowScope, Owner, ProgressView, StepState, progress::view};
+use crate::error::{AppError, AppResult};
 use crate::persistence::flows::{FlowRecord, FlowStore};
 use crate::realtime::Realtime;
 
@@ -66,13 +67,41 @@ impl Onramp {
     }
 }
 
-/// A subject's state in one flow, as read or just written: everything a status needs.
+/// Who a request is for: a user, and the workspace it acts in when it has one. A flow's
+/// scope decides whose progress that means (see `Onramp::owner`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Party {
+    pub subject: String,
+    pub workspace: Option<String>,
+}
+
+impl Onramp {
+    /// Whose progress a flow keeps for this party: the user's for a USER-scoped flow, the
+    /// workspace's for a WORKSPACE-scoped one (which needs a workspace).
+    pub async fn owner(&self, party: &Party, flow_key: &str) -> AppResult<Owner> {
+        let scope = self.flows.scope_of(&self.db, flow_key).await?.ok_or_else(|| progress::no_active_flow(flow_key))?;
+        match scope {
+            FlowScope::User => Owner::user(&party.subject).map_err(AppError::invalid),
+            FlowScope::Workspace => {
+                let workspace = party.workspace.as_deref().ok_or_else(|| {
+                    AppError::invalid(format!(
+                        "flow `{flow_key}` is workspace-scoped: pass workspaceId (a token that lists exactly one workspace implies it)"
+                    ))
+                })?;
+                Owner::workspace(workspace).map_err(AppError::invalid)
+            }
+        }
+    }
+}
+
+/// An owner's state in one flow, as read or just written: everything a status needs.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
-    pub subject_id: String,
+    /// The user, or for a workspace-scoped flow the workspace, whose progress this is.
+    pub owner: Owner,
     pub flow: FlowRecord,
     pub attributes: Value,
-    /// None when the subject is not enrolled: NOT_STARTED, with the would-be steps.
+    /// None when the owner is not enrolled: NOT_STARTED, with the would-be steps.
     pub enrollment: Option<Enrollment>,
     /// The experiment variant behind the version, when an experiment chose it.
     pub variant: Option<String>,
@@ -87,7 +116,7 @@ pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
 
 /// PostgreSQL text and jsonb cannot hold the NUL character, so input carrying one is
 /// refused up front on every backend, as bad input rather than a failed write.
-pub(crate) fn refuse_nul(value: &Value, what: &str) -> crate::error::AppResult<()> {
+pub(crate) fn refuse_nul(value: &Value, what: &str) -> AppResult<()> {
     fn has_nul(value: &Value) -> bool {
         match value {
             Value::String(s) => s.contains('\0'),
@@ -97,7 +126,7 @@ pub(crate) fn refuse_nul(value: &Value, what: &str) -> crate::error::AppResult<(
         }
     }
     if has_nul(value) {
-        return Err(crate::error::AppError::invalid(format!("{what} cannot contain the NUL character (\\u0000)")));
+        return Err(AppError::invalid(format!("{what} cannot contain the NUL character (\\u0000)")));
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Points: every award is a ledger entry.
 
 use super::Onramp;
+use crate::domain::Owner;
 use crate::error::AppResult;
 use crate::persistence::points::{self, PointsEntry};
 use crate::persistence::{begin_read, subjects};
@@ -12,10 +13,10 @@ pub struct PointsBalance {
 }
 
 impl Onramp {
-    /// A subject's points: the total and every entry, oldest first.
-    pub async fn points(&self, subject_id: &str) -> AppResult<PointsBalance> {
+    /// A user's or workspace's points: the total and every entry, oldest first.
+    pub async fn points(&self, owner: &Owner) -> AppResult<PointsBalance> {
         let txn = begin_read(&self.db).await?;
-        let entries = match subjects::find(&txn, subject_id).await? {
+        let entries = match subjects::find(&txn, &owner.key()).await? {
             Some(subject) => points::entries(&txn, subject.id).await?,
             None => Vec::new(),
         };

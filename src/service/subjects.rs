@@ -3,22 +3,23 @@
 use serde_json::{Map, Value};
 
 use super::Onramp;
-use crate::domain::progress;
+use crate::domain::{Owner, progress};
 use crate::error::{AppError, AppResult};
 use crate::persistence::{begin_write, enrollments, subjects};
 
 impl Onramp {
-    /// Replaces the subject's attributes, or merges them in (top-level keys; a null value
+    /// Replaces the attributes of a user or workspace, or merges them in (top-level keys; a null value
     /// removes a key). What applies can change with them, so every enrollment of the
     /// subject gets a new revision, and one may complete.
-    pub async fn set_attributes(&self, subject_id: &str, attributes: Value, merge: bool) -> AppResult<Value> {
+    pub async fn set_attributes(&self, owner: &Owner, attributes: Value, merge: bool) -> AppResult<Value> {
         let Value::Object(incoming) = attributes else {
             return Err(AppError::invalid("attributes must be a JSON object"));
         };
         super::refuse_nul(&Value::Object(incoming.clone()), "attributes")?;
         let now = super::now();
         let txn = begin_write(&self.db).await?;
-        let subject = subjects::ensure(&txn, subject_id, now).await?;
+        let key = owner.key();
+        let subject = subjects::ensure(&txn, &key, now).await?;
         let mut next: Map<String, Value> =
             if merge { subject.attributes.as_object().cloned().unwrap_or_default() } else { Map::new() };
         for (key, value) in incoming {
@@ -52,7 +53,7 @@ impl Onramp {
         }
         txn.commit().await?;
         // Not-yet-enrolled flows change too (what applies), so watchers always hear of it.
-        self.realtime.announce(&[subject_id.to_string()]).await;
+        self.realtime.announce(&[key]).await;
         Ok(next)
     }
 }

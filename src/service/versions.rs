@@ -64,7 +64,7 @@ impl Onramp {
                 let mut migration = versions::migrate(&target.definition, &subject.attributes, &mut state, now);
                 // The subject's stored events complete the target's triggered steps too, as
                 // they will when it is advanced below: count a completion they bring.
-                let facts = events::facts(&txn, subject.id, &trigger_events).await?;
+                let facts = events::facts(&txn, subject, &trigger_events).await?;
                 migration.became_complete |=
                     triggers::settle(&target.definition, &subject.attributes, &mut state, &facts, now).completed;
                 report.moved += 1;

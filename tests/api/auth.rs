@@ -229,6 +229,32 @@ fn a_custom_role_claim_carries_the_role() {
     assert_eq!(keys.verify(&minted).map(|p| p.role), Ok(Role::Service));
 }
 
+#[test]
+fn the_workspace_claim_lists_memberships() {
+    const CLAIM: &str = "https://example.com/workspaces";
+    let keys = keys(&JwtArgs { workspace_claim: CLAIM.into(), ..secret_args(TEST_SECRET) });
+    let exp = unix_now() + 600;
+    let verify = |workspaces: Value| {
+        let mut claims = json!({ "sub": "alice", "exp": exp });
+        claims[CLAIM] = workspaces;
+        keys.verify(&sign_hmac(&claims, Algorithm::HS256, TEST_SECRET))
+    };
+    let workspaces = |w: Value| verify(w).map(|p: Principal| p.workspaces);
+
+    assert_eq!(workspaces(json!(["acme", "globex"])), Ok(vec!["acme".to_string(), "globex".to_string()]));
+    assert_eq!(workspaces(json!("acme")), Ok(vec!["acme".to_string()]), "a single workspace as a string");
+    assert_eq!(workspaces(Value::Null), Ok(vec![]));
+    assert!(verify(json!(["acme", 7])).is_err(), "ids are strings");
+    assert!(verify(json!({ "acme": true })).is_err(), "an object is not a list");
+    // The default claim name means nothing when another one is configured.
+    let plain =
+        sign_hmac(&json!({ "sub": "alice", "exp": exp, "workspaces": ["acme"] }), Algorithm::HS256, TEST_SECRET);
+    assert_eq!(keys.verify(&plain).map(|p| p.workspaces), Ok(vec![]));
+    // Minting writes the configured claim.
+    let minted = keys.mint_member("carol", Role::User, &["acme", "initech"], 600).unwrap();
+    assert_eq!(keys.verify(&minted).map(|p| p.workspaces), Ok(vec!["acme".to_string(), "initech".to_string()]));
+}
+
 // The command line.
 
 /// The built binary with an empty environment: nothing leaks in from the test runner.
@@ -290,6 +316,18 @@ fn cli_token_mints_a_token_the_server_accepts() {
     assert!(!output.status.success());
     assert!(stdout(&output).trim().is_empty(), "no token for an unknown role");
     assert!(stderr(&output).contains("role"), "{}", stderr(&output));
+
+    // Workspace memberships go in the default `workspaces` claim.
+    let mut command = onramp();
+    command
+        .args(["token", "--sub", "bob", "--workspace", "acme", "--workspace", "globex"])
+        .env("ONRAMP_JWT_SECRET", "some-secret");
+    let output = run(command, LIMIT);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let defaults = JwtArgs { workspace_claim: "workspaces".into(), ..secret_args("some-secret") };
+    let principal = keys(&defaults).verify(stdout(&output).trim()).unwrap();
+    assert_eq!(principal.workspaces, ["acme", "globex"]);
+    assert_eq!(principal.role, Role::User);
 }
 
 #[test]

@@ -51,6 +51,9 @@ pub struct TestApp {
     url: String,
 }
 
+/// The claim the test server reads workspace membership from.
+pub const WORKSPACE_CLAIM: &str = "https://onramp.test/workspaces";
+
 pub fn jwt_args() -> JwtArgs {
     JwtArgs {
         jwt_secret: Some(TEST_SECRET.into()),
@@ -60,6 +63,8 @@ pub fn jwt_args() -> JwtArgs {
         jwt_issuer: None,
         jwt_audience: None,
         role_claim: "role".into(),
+        // Not the default, so the tests show the claim is configurable.
+        workspace_claim: WORKSPACE_CLAIM.into(),
         mode: Some(Mode::Production),
     }
 }
@@ -124,6 +129,11 @@ impl TestApp {
 
     pub fn user(&self, subject: &str) -> String {
         self.token(subject, Role::User)
+    }
+
+    /// A user token whose workspace claim lists these workspaces.
+    pub fn member(&self, subject: &str, workspaces: &[&str]) -> String {
+        self.keys.mint_member(subject, Role::User, workspaces, 3600).expect("mint")
     }
 
     pub fn admin(&self) -> String {
