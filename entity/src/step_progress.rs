@@ -1,4 +1,5 @@
-//! One step's state inside an enrollment. A step with no row is PENDING.
+//! One step's state inside an enrollment. Every step that applies has a row from the
+//! moment it applies (PENDING until acted on); a step with no row is PENDING too.
 use sea_orm::entity::prelude::*;
 
 #[sea_orm::model]
@@ -25,6 +26,8 @@ pub struct Model {
     pub event_id: Option<String>,
     /// Who completed or skipped the step: for a workspace, the member who acted.
     pub completed_by: Option<String>,
+    /// When the step first became available: the funnel's "reached".
+    pub available_at: Option<DateTimeUtc>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

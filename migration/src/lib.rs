@@ -8,6 +8,7 @@ mod m20261121_000002_events;
 mod m20261121_000003_points;
 mod m20261121_000004_experiments;
 mod m20261121_000005_workspaces;
+mod m20261121_000006_reached;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000003_points::Migration),
             Box::new(m20261121_000004_experiments::Migration),
             Box::new(m20261121_000005_workspaces::Migration),
+            Box::new(m20261121_000006_reached::Migration),
         ]
     }
 }

@@ -60,6 +60,9 @@ pub struct StepState {
     /// Who finished (completed or skipped) the step: the acting user, or the user who
     /// sent the event. In a workspace, the member; None when unknown.
     pub completed_by: Option<String>,
+    /// When the step was first available (every dependency met) to the subject: the
+    /// funnel's "reached". None while it never was.
+    pub available_at: Option<DateTime<Utc>>,
 }
 
 impl StepState {
@@ -74,7 +77,18 @@ impl StepState {
             source,
             event_id: None,
             completed_by: None,
+            available_at: None,
         }
+    }
+
+    /// A record for a step that applies but was not acted on yet.
+    pub fn untouched() -> Self {
+        StepState::new(StepStatus::Pending, Source::User)
+    }
+
+    /// Acted on: a record with more than the bookkeeping of `mark_reached`.
+    pub fn is_touched(&self) -> bool {
+        self.status != StepStatus::Pending || self.started_at.is_some()
     }
 }
 
@@ -255,6 +269,32 @@ pub struct Outcome {
     pub points_awarded: i64,
     /// The enrollment became COMPLETED by this command.
     pub completed: bool,
+}
+
+/// Keeps a record of every step that applies, from the moment it applies, stamped with
+/// when it first became available: what analytics count as "applied" and "reached".
+/// Returns the steps whose record is new or newly stamped. A step finished before it was
+/// stamped (data from before stamping existed) counts as reached when it was first acted on.
+pub fn mark_reached(
+    flow: &FlowDefinition,
+    attributes: &Value,
+    enrollment: &mut Enrollment,
+    now: DateTime<Utc>,
+) -> Vec<String> {
+    let due: Vec<(String, bool)> = view(flow, attributes, &enrollment.steps)
+        .steps
+        .iter()
+        .filter(|s| s.state.is_none() || (s.available && s.state.is_some_and(|st| st.available_at.is_none())))
+        .map(|s| (s.definition.key.clone(), s.available))
+        .collect();
+    for (key, available) in &due {
+        let state = enrollment.steps.entry(key.clone()).or_insert_with(StepState::untouched);
+        if *available {
+            let first_acted = [state.started_at, state.completed_at, state.skipped_at].into_iter().flatten().min();
+            state.available_at = Some(first_acted.map_or(now, |t| t.min(now)));
+        }
+    }
+    due.into_iter().map(|(key, _)| key).collect()
 }
 
 /// Records who finished the given steps (those now completed or skipped): the user who

@@ -416,6 +416,7 @@ fn completing_a_step_records_it_and_awards_its_points() {
             source: Source::User,
             event_id: None,
             completed_by: None,
+            available_at: None,
         }
     );
     assert_eq!(enrollment.points, 10);

@@ -222,7 +222,7 @@ impl From<&StepView<'_>> for StepProgress {
             skipped_at: v.state.and_then(|s| s.skipped_at),
             skip_reason: v.state.and_then(|s| s.skip_reason.clone()),
             metadata: v.state.and_then(|s| s.metadata.clone()).map(Json),
-            source: v.state.map(|s| match s.source {
+            source: v.state.filter(|s| s.is_touched()).map(|s| match s.source {
                 domain::Source::User => StepSource::User,
                 domain::Source::Event => StepSource::Event,
                 domain::Source::Admin => StepSource::Admin,

@@ -138,8 +138,12 @@ pub async fn save(
         .filter(enrollment::Column::Id.eq(id))
         .exec(db)
         .await?;
-    let rows: Vec<step_progress::ActiveModel> = changed_steps
-        .iter()
+    // One row per step: PostgreSQL refuses an upsert that touches a row twice.
+    let mut keys: Vec<&String> = changed_steps.iter().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let rows: Vec<step_progress::ActiveModel> = keys
+        .into_iter()
         .filter_map(|key| state.steps.get(key).map(|s| (key, s)))
         .map(|(key, s)| step_progress::ActiveModel {
             id: NotSet,
@@ -155,6 +159,7 @@ pub async fn save(
             updated_at: Set(state.last_activity_at),
             event_id: Set(s.event_id.clone()),
             completed_by: Set(s.completed_by.clone()),
+            available_at: Set(s.available_at),
         })
         .collect();
     if rows.is_empty() {
@@ -174,6 +179,7 @@ pub async fn save(
                     step_progress::Column::UpdatedAt,
                     step_progress::Column::EventId,
                     step_progress::Column::CompletedBy,
+                    step_progress::Column::AvailableAt,
                 ])
                 .to_owned(),
         )
@@ -196,6 +202,7 @@ fn record(row: enrollment::Model, steps: Vec<step_progress::Model>) -> Result<En
                 source: parse_name(&s.source, Source::parse, "step source")?,
                 event_id: s.event_id,
                 completed_by: s.completed_by,
+                available_at: s.available_at,
             };
             Ok((s.step_key, state))
         })

@@ -8,7 +8,7 @@ use sea_orm::DatabaseTransaction;
 use serde_json::{Value, json};
 
 use super::Onramp;
-use crate::domain::{DomainEventKind, Enrollment, Outcome, ProgressError, changes, triggers};
+use crate::domain::{DomainEventKind, Enrollment, Outcome, ProgressError, changes, progress, triggers};
 use crate::error::AppResult;
 use crate::persistence::enrollments::{self, EnrollmentRecord};
 use crate::persistence::flows::FlowRecord;
@@ -44,7 +44,13 @@ impl Onramp {
             outcome.points_awarded += settled.points_awarded;
             outcome.changed_steps.extend(settled.changed_steps);
         }
+        // Bookkeeping for analytics: rows for steps that now apply, stamped when reached.
+        // It is saved, but is no change a subscriber sees (no new revision).
+        let reached = progress::mark_reached(&flow.definition, &subject.attributes, &mut state, now);
         if !outcome.changed {
+            if !reached.is_empty() {
+                enrollments::save(txn, record.id, &state, &reached).await?;
+            }
             return Ok(Advanced { state, outcome });
         }
         let domain_events = changes::between(&before, &state, &outcome.changed_steps);
@@ -63,7 +69,9 @@ impl Onramp {
         if awarded || state.points != before.points {
             state.points = points::enrollment_total(txn, record.id).await?;
         }
-        enrollments::save(txn, record.id, &state, &outcome.changed_steps).await?;
+        let mut saved = outcome.changed_steps.clone();
+        saved.extend(reached);
+        enrollments::save(txn, record.id, &state, &saved).await?;
         let entries = domain_events
             .into_iter()
             .map(|event| {

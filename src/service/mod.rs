@@ -79,9 +79,12 @@ impl Onramp {
     /// Whose progress a flow keeps for this party: the user's for a USER-scoped flow, the
     /// workspace's for a WORKSPACE-scoped one (which needs a workspace).
     pub async fn owner(&self, party: &Party, flow_key: &str) -> AppResult<Owner> {
+        // The user is checked even when the workspace owns the progress: it is the one
+        // credited as completedBy, and a user id never poses as a workspace key.
+        let user = Owner::user(&party.subject).map_err(AppError::invalid)?;
         let scope = self.flows.scope_of(&self.db, flow_key).await?.ok_or_else(|| progress::no_active_flow(flow_key))?;
         match scope {
-            FlowScope::User => Owner::user(&party.subject).map_err(AppError::invalid),
+            FlowScope::User => Ok(user),
             FlowScope::Workspace => {
                 let workspace = party.workspace.as_deref().ok_or_else(|| {
                     AppError::invalid(format!(

@@ -430,7 +430,11 @@ async fn failed_mutations_lose_nothing(app: TestApp) {
         assert_eq!(now, saved, "a failed mutation changes nothing");
     }
     assert_eq!(app.count("SELECT COUNT(*) FROM enrollments").await, 1);
-    assert_eq!(app.count("SELECT COUNT(*) FROM step_progress").await, 1);
+    // One row per applicable step since enrollment; only the completed one was acted on.
+    assert_eq!(app.count("SELECT COUNT(*) FROM step_progress").await, 3);
+    assert_eq!(app.count("SELECT COUNT(*) FROM step_progress WHERE status <> 'PENDING'").await, 1);
+    // a and b were reached at enrollment; c waits for both.
+    assert_eq!(app.count("SELECT COUNT(*) FROM step_progress WHERE available_at IS NOT NULL").await, 2);
     assert_eq!(app.count("SELECT revision FROM enrollments").await, 2);
     assert_eq!(app.count("SELECT points FROM enrollments").await, 1);
 }

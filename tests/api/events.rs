@@ -222,7 +222,7 @@ async fn a_matching_event_completes_its_step_in_every_flow(app: TestApp) {
     assert_eq!(stored_step(&app, "alice", "setup", "verify").await, "COMPLETED/EVENT/alice-verified");
     assert_eq!(stored_step(&app, "alice", "growth", "confirmed").await, "COMPLETED/EVENT/alice-verified");
     assert_eq!(stored_step(&app, "alice", "growth", "team_setup").await, "none", "team_setup does not apply");
-    assert_eq!(app.count("SELECT COUNT(*) FROM step_progress").await, 2);
+    assert_eq!(app.count("SELECT COUNT(*) FROM step_progress WHERE status <> 'PENDING'").await, 2);
     assert_eq!(app.count("SELECT COUNT(*) FROM events").await, 1);
     assert_eq!(enrollment_number(&app, "points", "alice", "setup").await, 10);
     assert_eq!(enrollment_number(&app, "points", "alice", "growth").await, 3);
@@ -331,7 +331,7 @@ async fn a_retried_event_is_stored_once(app: TestApp) {
     assert_eq!(after["revision"], revision, "a duplicate changes nothing");
     assert_eq!(after, after_first);
     assert_eq!(app.count("SELECT COUNT(*) FROM events").await, 1);
-    assert_eq!(app.count("SELECT COUNT(*) FROM step_progress").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM step_progress WHERE status <> 'PENDING'").await, 1);
     assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, outbox_rows);
     assert_eq!(stored_step(&app, "alice", "setup", "verify").await, "COMPLETED/EVENT/pay-1");
 
@@ -386,7 +386,7 @@ async fn a_reused_id_with_other_content_is_a_conflict(app: TestApp) {
     assert_eq!(app.count("SELECT COUNT(*) FROM events").await, 1);
     assert_eq!(rows(&app, "SELECT name FROM events").await, ["team.invited"]);
     assert_eq!(events_of(&app, "mallory").await, 0);
-    assert_eq!(app.count("SELECT COUNT(*) FROM step_progress").await, 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM step_progress WHERE status <> 'PENDING'").await, 0);
     assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 0);
     assert_eq!(status(&app, "alice", "setup").await, before);
     assert_eq!(enrollment_number(&app, "points", "mallory", "setup").await, 0);
@@ -428,7 +428,7 @@ async fn concurrent_retries_are_applied_once(app: TestApp) {
     assert_eq!(after["points"], 10, "points awarded once");
     assert_eq!(after["revision"], 2, "enrollment, then one completion");
     assert_eq!(app.count("SELECT COUNT(*) FROM events").await, 1);
-    assert_eq!(app.count("SELECT COUNT(*) FROM step_progress").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM step_progress WHERE status <> 'PENDING'").await, 1);
     assert_eq!(outbox(&app).await, ["step_completed:verify"]);
 }
 
@@ -595,7 +595,9 @@ async fn batch_size_is_limited(app: TestApp) {
     assert!(too_many["message"].as_str().unwrap().contains("1000"), "{too_many:#}");
     assert_eq!(app.count("SELECT COUNT(*) FROM events").await, 0, "refused as a whole");
     assert_eq!(app.count("SELECT COUNT(*) FROM subjects").await, 1);
-    assert_eq!(app.count("SELECT COUNT(*) FROM step_progress").await, 0);
+    // s0's enrollment has a row per applicable step; none was acted on.
+    assert_eq!(app.count("SELECT COUNT(*) FROM step_progress").await, 3);
+    assert_eq!(app.count("SELECT COUNT(*) FROM step_progress WHERE status <> 'PENDING'").await, 0);
 
     let results = track_batch(&app, batch(1000)).await;
     assert_eq!(results.len(), 1000);
@@ -618,7 +620,7 @@ async fn events_before_enrollment_complete_steps_on_enrollment(app: TestApp) {
     assert_new(&early, &[]);
     assert_eq!(events_of(&app, "dora").await, 1);
     assert_eq!(app.count("SELECT COUNT(*) FROM enrollments").await, 0, "an event does not enroll");
-    assert_eq!(app.count("SELECT COUNT(*) FROM step_progress").await, 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM step_progress WHERE status <> 'PENDING'").await, 0);
     assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 0);
     let before = status(&app, "dora", "setup").await;
     assert_eq!(before["status"], "NOT_STARTED");
@@ -688,7 +690,7 @@ async fn an_event_for_a_locked_step_waits_for_its_prerequisite(app: TestApp) {
     assert_eq!(step(&waiting, "invite")["available"], false);
     assert_eq!(step(&waiting, "invite")["blockedBy"], json!(["verify"]));
     assert_eq!(waiting, before, "nothing changed, not even the revision");
-    assert_eq!(app.count("SELECT COUNT(*) FROM step_progress").await, 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM step_progress WHERE status <> 'PENDING'").await, 0);
     assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 0);
 
     // The user completes the prerequisite: the waiting event completes invite in the
