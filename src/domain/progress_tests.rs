@@ -1210,3 +1210,49 @@ fn a_step_that_changes_again_forgets_who_finished_it_before() {
     assert_eq!(e.steps["tour"].status, StepStatus::Completed);
     assert_eq!(e.steps["tour"].completed_by, None);
 }
+
+// ---------------------------------------------------------------------------------------
+// mark_reached: rows for applicable steps, stamped when first available
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn every_applicable_step_gets_a_record_and_the_available_ones_a_reach_time() {
+    let f = flow(json!([
+        {"key": "profile", "title": "Profile"},
+        {"key": "invite", "title": "Invite", "dependsOn": ["profile"]},
+        {"key": "billing", "title": "Billing", "condition": {"attr": "plan", "op": "eq", "value": "team"}}
+    ]));
+    let mut e = Enrollment::new(at(0));
+    let marked = mark_reached(&f, &no_attributes(), &mut e, at(0));
+    assert_eq!(marked, ["profile", "invite"], "billing does not apply");
+    assert_eq!(e.steps["profile"].available_at, Some(at(0)));
+    assert_eq!(e.steps["invite"].available_at, None, "locked behind profile");
+    assert!(!e.steps["invite"].is_touched(), "a record is not an action");
+    let seen = |steps: &BTreeMap<String, StepState>| {
+        let v = view(&f, &no_attributes(), steps);
+        let steps: Vec<_> = v.steps.iter().map(|s| (s.status, s.available, s.blocked_by.clone())).collect();
+        (steps, v.percent_complete, v.position, v.next_step)
+    };
+    assert_eq!(seen(&e.steps), seen(&BTreeMap::new()), "no visible change");
+
+    run(&f, &no_attributes(), &mut e, complete("profile"), at(5));
+    assert_eq!(mark_reached(&f, &no_attributes(), &mut e, at(5)), ["invite"]);
+    assert_eq!(e.steps["invite"].available_at, Some(at(5)));
+    assert_eq!(e.steps["profile"].available_at, Some(at(0)), "the first reach is kept");
+    assert!(mark_reached(&f, &no_attributes(), &mut e, at(9)).is_empty(), "nothing new to mark");
+
+    // Attributes that bring a step into the flow give it a record then.
+    assert_eq!(mark_reached(&f, &json!({"plan": "team"}), &mut e, at(10)), ["billing"]);
+    assert_eq!(e.steps["billing"].available_at, Some(at(10)));
+}
+
+#[test]
+fn a_step_acted_on_before_it_was_stamped_was_reached_when_first_acted_on() {
+    let f = basic_flow();
+    let mut e = Enrollment::new(at(0));
+    run(&f, &no_attributes(), &mut e, start_step("tour"), at(3));
+    run(&f, &no_attributes(), &mut e, complete("tour"), at(4));
+    mark_reached(&f, &no_attributes(), &mut e, at(20));
+    assert_eq!(e.steps["tour"].available_at, Some(at(3)));
+    assert_eq!(e.steps["profile"].available_at, Some(at(20)));
+}
