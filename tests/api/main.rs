@@ -15,3 +15,4 @@ mod progress;
 mod schema;
 mod subscriptions;
 mod versions;
+mod workspaces;
