@@ -45,6 +45,22 @@ impl FlowDefinition {
         names.dedup();
         names
     }
+
+    /// The event names that could still complete a step of this enrollment: those of
+    /// steps not completed yet. Events of completed steps can change nothing, and a
+    /// subject's event history only grows, so settling loads only these.
+    pub fn pending_trigger_events(&self, enrollment: &Enrollment) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .steps
+            .iter()
+            .filter(|s| enrollment.step_status(&s.key) != StepStatus::Completed)
+            .filter_map(|s| s.trigger.as_ref())
+            .map(|t| t.event.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
 }
 
 /// Completes every applicable, available step not yet completed whose trigger one of
@@ -121,6 +137,8 @@ mod tests {
         assert_eq!(state.source, Source::Event);
         assert_eq!(state.event_id.as_deref(), Some("e1"));
         assert_eq!(state.completed_by.as_deref(), Some("ada"), "the sender completed it");
+        assert!(!f.pending_trigger_events(&e).contains(&"user.verified"), "nothing left for that event to do");
+        assert!(f.pending_trigger_events(&e).contains(&"team.invited"));
         assert_eq!(state.metadata, Some(json!({"via": "link"})));
         assert_eq!(state.completed_at, Some(at(2)));
     }

@@ -2,6 +2,7 @@
 //! `extensions.code`. Resolvers only check who is asking and call a use case.
 
 mod admin;
+mod analytics;
 mod events;
 mod experiments;
 mod onboarding;
@@ -17,7 +18,12 @@ use crate::error::AppResult;
 use crate::service::{Onramp, Party};
 
 #[derive(MergedObject, Default)]
-pub struct Query(onboarding::OnboardingQuery, admin::AdminQuery, experiments::ExperimentQuery);
+pub struct Query(
+    onboarding::OnboardingQuery,
+    admin::AdminQuery,
+    experiments::ExperimentQuery,
+    analytics::AnalyticsQuery,
+);
 
 #[derive(MergedObject, Default)]
 pub struct Mutation(

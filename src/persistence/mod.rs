@@ -1,6 +1,7 @@
 //! The only code that talks SeaORM: connecting, migrating, and mapping rows to and from
 //! domain types. No business rules live here.
 
+pub mod analytics;
 pub mod enrollments;
 pub mod events;
 pub mod experiments;

@@ -35,7 +35,7 @@ impl Onramp {
         let mut state = before.clone();
         let mut outcome = change(&mut state)?;
 
-        let names = flow.definition.trigger_events();
+        let names = flow.definition.pending_trigger_events(&state);
         if !names.is_empty() {
             let facts = events::facts(txn, subject, &names).await?;
             let settled = triggers::settle(&flow.definition, &subject.attributes, &mut state, &facts, now);

@@ -2,6 +2,7 @@
 //! transport (GraphQL) calls these; they never build queries themselves.
 
 mod advance;
+mod analytics;
 mod audiences;
 mod demo;
 mod events;
@@ -18,6 +19,10 @@ use std::sync::LazyLock;
 use sea_orm::DatabaseConnection;
 use serde_json::Value;
 
+pub use analytics::{
+    AnalyticsFilter, ExperimentResults, FlowStats, FlowStatsGroup, Funnel, FunnelStep, StepImpact, StepImpactRow,
+    TimeBucketCount, VariantResult,
+};
 pub use demo::demo_flow_definition;
 pub use events::{CompletedStep, EventInput, EventOutcome, MAX_EVENT_BATCH};
 pub use experiments::ExperimentReport;

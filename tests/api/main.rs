@@ -4,6 +4,7 @@
 
 mod common;
 
+mod analytics;
 mod audiences;
 mod auth;
 mod errors;
