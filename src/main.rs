@@ -1,4 +1,4 @@
-//! The onramp command line: serve (the default), migrate, schema, token.
+//! The onramp command line: serve (the default), migrate, schema, token, demo-data.
 
 use std::process::ExitCode;
 
@@ -8,7 +8,7 @@ use onramp::auth::{JwtKeys, Role};
 use onramp::config::{DatabaseArgs, JwtArgs, Mode, ServeArgs};
 use onramp::persistence;
 use onramp::service::Onramp;
-use onramp::{AppState, graphql, http};
+use onramp::{AppState, demo_data, graphql, http};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -44,6 +44,30 @@ enum Command {
         /// A workspace the subject is a member of (repeat for several).
         #[arg(long = "workspace")]
         workspaces: Vec<String>,
+    },
+    /// Fill the database with a plausible population for a flow (demos, benchmarks).
+    /// The same seed, users and --until give the same data.
+    DemoData {
+        /// Users to generate.
+        #[arg(long)]
+        users: u64,
+        /// The flow to enroll them in (published; `new_user` is published on demand).
+        #[arg(long)]
+        flow: String,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Enrollments start within this many weeks before --until.
+        #[arg(long, default_value_t = 8)]
+        weeks: u32,
+        /// Nothing happens after this time (RFC 3339); default: now.
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// The step whose completion drives later activity most.
+        #[arg(long)]
+        key_step: Option<String>,
+        /// Users per transaction.
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
     },
 }
 
@@ -86,8 +110,75 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
+        Command::DemoData { users, flow, seed, weeks, until, key_step, batch } => {
+            let db = persistence::connect(&cli.database.database_url, cli.database.db_max_connections)
+                .await
+                .with_context(|| format!("connecting to {}", redact(&cli.database.database_url)))?;
+            persistence::migrate(&db).await.context("migrating")?;
+            let mut options = demo_data::Options::new(users, &flow);
+            options.seed = seed;
+            options.weeks = weeks;
+            options.until = until.unwrap_or(options.until);
+            options.key_step = key_step;
+            options.batch = batch;
+            let mut reported = std::time::Instant::now();
+            let summary = demo_data::generate(&db, &options, |p| {
+                if p.done == p.total || reported.elapsed().as_secs_f64() >= 2.0 {
+                    reported = std::time::Instant::now();
+                    let secs = p.elapsed.as_secs_f64();
+                    eprintln!(
+                        "demo-data: {}/{} users ({:.0} s, {:.0} users/s)",
+                        p.done,
+                        p.total,
+                        secs,
+                        p.done as f64 / secs.max(0.001)
+                    );
+                }
+            })
+            .await?;
+            print_summary(&summary, &options);
+            Ok(())
+        }
         Command::Serve => serve(cli, mode).await,
     }
+}
+
+fn print_summary(s: &demo_data::Summary, options: &demo_data::Options) {
+    let versions: Vec<String> = s.versions.iter().map(|v| format!("v{v}")).collect();
+    let pct = |n: u64| 100.0 * n as f64 / s.users.max(1) as f64;
+    println!(
+        "demo-data: {} users in flow {} ({}), seed {}, {} weeks until {}, in {:.1} s",
+        s.users,
+        s.flow,
+        versions.join(", "),
+        options.seed,
+        options.weeks,
+        options.until.to_rfc3339(),
+        s.elapsed.as_secs_f64()
+    );
+    println!(
+        "  enrollments: {} COMPLETED ({:.1}%), {} IN_PROGRESS ({:.1}%) + {} not started ({:.1}%), {} SKIPPED ({:.1}%)",
+        s.completed,
+        pct(s.completed),
+        s.in_progress,
+        pct(s.in_progress),
+        s.not_started,
+        pct(s.not_started),
+        s.skipped,
+        pct(s.skipped)
+    );
+    println!(
+        "  step_progress rows: {}, points_ledger entries: {}, exposures: {}",
+        s.step_rows, s.ledger_entries, s.exposures
+    );
+    println!(
+        "  events: {} ({} completing steps, {} later `{}` activity)",
+        s.events(),
+        s.trigger_events,
+        s.activity_events,
+        s.activity_event
+    );
+    println!("  retention driver (key step): {}", s.key_step);
 }
 
 async fn serve(cli: Cli, mode: Mode) -> anyhow::Result<()> {
