@@ -239,6 +239,12 @@ pub async fn generate(
         }
         Experiment::Winner { flow, .. } => vec![flow.version],
     };
+    // A bulk load leaves the planner's statistics describing the tables as they were;
+    // refreshed now, the first analytics queries get sensible plans (autovacuum would
+    // get there later).
+    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        db.execute_unprepared("ANALYZE subjects, enrollments, step_progress, events, points_ledger, exposures").await?;
+    }
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
