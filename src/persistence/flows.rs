@@ -32,6 +32,8 @@ pub struct FlowStore {
     /// Every version of a key has the scope of its first (publishing enforces it), so
     /// the scope of a key, once seen, never changes.
     scopes: RwLock<HashMap<String, FlowScope>>,
+    /// Versions as first read, for `pinned`.
+    pinned: RwLock<HashMap<i64, FlowRecord>>,
 }
 
 impl FlowStore {
@@ -169,6 +171,22 @@ impl FlowStore {
         }
         let row = query.order_by_desc(flow::Column::Version).one(db).await?;
         row.map(|r| self.record(r)).transpose()
+    }
+
+    /// The version an enrollment is pinned to, from memory after the first read: saves a
+    /// query on every status read and write. Everything in it is immutable except
+    /// `status`, which is as first read here: enrolled subjects follow their version
+    /// whatever its status, so these callers never look at it. Use `by_id` for the
+    /// current status.
+    pub async fn pinned(&self, db: &impl ConnectionTrait, id: i64) -> Result<FlowRecord, DbErr> {
+        if let Some(found) = self.pinned.read().ok().and_then(|c| c.get(&id).cloned()) {
+            return Ok(found);
+        }
+        let record = self.by_id(db, id).await?;
+        if let Ok(mut cache) = self.pinned.write() {
+            cache.insert(id, record.clone());
+        }
+        Ok(record)
     }
 
     pub async fn by_id(&self, db: &impl ConnectionTrait, id: i64) -> Result<FlowRecord, DbErr> {

@@ -146,7 +146,7 @@ impl Onramp {
             // events to them like to every other enrollment.
             let mut any_change = !self.auto_enroll(&txn, subject, now).await?.is_empty();
             for record in enrollments::list_for_subject(&txn, subject.id, true).await? {
-                let flow = self.flows.by_id(&txn, record.flow_id).await?;
+                let flow = self.flows.pinned(&txn, record.flow_id).await?;
                 let advanced = self.advance(&txn, subject, &flow, record, |_| Ok(Outcome::default()), now).await?;
                 any_change |= advanced.outcome.changed;
                 // Report each completion under the event of this batch that caused it.

@@ -21,7 +21,7 @@ impl Onramp {
             None => None,
         };
         let (flow, assignment) = match &enrollment {
-            Some(e) => (self.flows.by_id(&txn, e.flow_id).await?, None),
+            Some(e) => (self.flows.pinned(&txn, e.flow_id).await?, None),
             None => self.entry(&txn, &owner, flow_key).await?.ok_or_else(|| no_active_flow(flow_key))?,
         };
         txn.commit().await?;
@@ -141,7 +141,7 @@ impl Onramp {
         };
         enrolled |= created;
         let variant = record.variant.clone();
-        let flow = self.flows.by_id(&txn, record.flow_id).await?;
+        let flow = self.flows.pinned(&txn, record.flow_id).await?;
         let attributes = subject.attributes.clone();
         let definition = flow.definition.clone();
         let actor = party.subject.as_str();

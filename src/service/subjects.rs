@@ -39,7 +39,7 @@ impl Onramp {
         // New attributes can bring the subject into a flow's audience.
         self.auto_enroll(&txn, &subject, now).await?;
         for record in enrollments::list_for_subject(&txn, subject.id, true).await? {
-            let flow = self.flows.by_id(&txn, record.flow_id).await?;
+            let flow = self.flows.pinned(&txn, record.flow_id).await?;
             let definition = flow.definition.clone();
             self.advance(
                 &txn,
