@@ -12,8 +12,7 @@ use crate::domain::condition::{Condition, Op, Path};
 use crate::domain::experiments::{self, Variant};
 use crate::domain::progress::{self, view};
 use crate::domain::{
-    Command, DomainEventKind, Enrollment, EnrollmentStatus, EventFact, FlowDefinition, Outcome, Source, StepStatus,
-    changes, triggers,
+    Command, Enrollment, EnrollmentStatus, EventFact, FlowDefinition, Outcome, Source, StepStatus, changes, triggers,
 };
 use crate::persistence::flows::FlowRecord;
 
@@ -289,18 +288,14 @@ impl Engine<'_> {
             None => Outcome::default(),
         };
         if self.has_triggers {
-            let settled = triggers::settle(self.flow, self.attributes, &mut self.state, &self.facts, now);
-            outcome.changed |= settled.changed;
-            outcome.changed_steps.extend(settled.changed_steps);
+            outcome.absorb(triggers::settle(self.flow, self.attributes, &mut self.state, &self.facts, now));
         }
         let reached = progress::mark_reached(self.flow, self.attributes, &mut self.state, now);
         if outcome.changed {
-            for event in changes::between(&before, &self.state, &outcome.changed_steps) {
-                let (DomainEventKind::StepCompleted, Some(step)) = (event.kind, &event.step) else { continue };
-                let amount = self.flow.step(step).map_or(0, |d| d.points);
-                let reason = format!("onboarding:{}:{step}", self.flow.key);
-                if amount > 0 && !self.ledger.iter().any(|a| a.reason == reason) {
-                    self.ledger.push(Award { amount, reason, at: now });
+            let events = changes::between(&before, &self.state, &outcome.changed_steps);
+            for award in changes::awards(self.flow, &events) {
+                if !self.ledger.iter().any(|a| a.reason == award.reason) {
+                    self.ledger.push(Award { amount: award.amount, reason: award.reason, at: now });
                 }
             }
             // The engine reads the total back from the ledger.

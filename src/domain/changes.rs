@@ -2,6 +2,7 @@
 //! comparing the state before and after a use case. They go to the outbox in the same
 //! transaction as the change.
 
+use super::flow::FlowDefinition;
 use super::progress::{Enrollment, EnrollmentStatus, StepStatus};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +60,29 @@ pub fn between(before: &Enrollment, after: &Enrollment, changed_steps: &[String]
     events
 }
 
+/// A points award: each reason is awarded once per subject (the ledger enforces it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Award {
+    /// `onboarding:<flow>:<step>`.
+    pub reason: String,
+    pub amount: i64,
+}
+
+/// What the completions among `events` award: a completed step's points, when it has any.
+pub fn awards(flow: &FlowDefinition, events: &[DomainEvent]) -> Vec<Award> {
+    events
+        .iter()
+        .filter_map(|event| match (event.kind, &event.step) {
+            (DomainEventKind::StepCompleted, Some(step)) => Some(step),
+            _ => None,
+        })
+        .filter_map(|step| {
+            let amount = flow.step(step).map_or(0, |d| d.points);
+            (amount > 0).then(|| Award { reason: format!("onboarding:{}:{step}", flow.key), amount })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::{TimeZone, Utc};
@@ -100,5 +124,31 @@ mod tests {
             between(&before, &after, &[]),
             [DomainEvent { kind: DomainEventKind::OnboardingSkipped, step: None }]
         );
+    }
+}
+
+#[cfg(test)]
+mod award_tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::parse_flow;
+
+    #[test]
+    fn completed_steps_with_points_award_them_under_a_stable_reason() {
+        let flow = parse_flow(&json!({"key": "setup", "title": "Setup", "steps": [
+            {"key": "a", "title": "A", "points": 5},
+            {"key": "b", "title": "B"},
+            {"key": "c", "title": "C", "required": false, "skippable": true, "points": 3}
+        ]}))
+        .unwrap();
+        let event = |kind, step: Option<&str>| DomainEvent { kind, step: step.map(str::to_string) };
+        let events = [
+            event(DomainEventKind::StepCompleted, Some("a")),
+            event(DomainEventKind::StepCompleted, Some("b")),
+            event(DomainEventKind::StepSkipped, Some("c")),
+            event(DomainEventKind::OnboardingCompleted, None),
+        ];
+        assert_eq!(awards(&flow, &events), [Award { reason: "onboarding:setup:a".into(), amount: 5 }]);
     }
 }

@@ -271,6 +271,16 @@ pub struct Outcome {
     pub completed: bool,
 }
 
+impl Outcome {
+    /// Adds what a later change in the same use case did (a settle after a command).
+    pub fn absorb(&mut self, later: Outcome) {
+        self.changed |= later.changed;
+        self.completed |= later.completed;
+        self.points_awarded += later.points_awarded;
+        self.changed_steps.extend(later.changed_steps);
+    }
+}
+
 /// Keeps a record of every step that applies, from the moment it applies, stamped with
 /// when it first became available: what analytics count as "applied" and "reached".
 /// Returns the steps whose record is new or newly stamped. A step finished before it was

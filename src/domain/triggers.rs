@@ -91,10 +91,7 @@ pub fn settle(
             state.event_id = Some(event.id.clone());
             state.completed_by = event.actor.clone();
         }
-        total.changed |= outcome.changed;
-        total.completed |= outcome.completed;
-        total.points_awarded += outcome.points_awarded;
-        total.changed_steps.extend(outcome.changed_steps);
+        total.absorb(outcome);
     }
     total
 }

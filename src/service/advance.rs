@@ -8,7 +8,7 @@ use sea_orm::DatabaseTransaction;
 use serde_json::{Value, json};
 
 use super::Onramp;
-use crate::domain::{DomainEventKind, Enrollment, Outcome, ProgressError, changes, progress, triggers};
+use crate::domain::{Enrollment, Outcome, ProgressError, changes, progress, triggers};
 use crate::error::AppResult;
 use crate::persistence::enrollments::{self, EnrollmentRecord};
 use crate::persistence::flows::FlowRecord;
@@ -38,11 +38,7 @@ impl Onramp {
         let names = flow.definition.pending_trigger_events(&state);
         if !names.is_empty() {
             let facts = events::facts(txn, subject, &names).await?;
-            let settled = triggers::settle(&flow.definition, &subject.attributes, &mut state, &facts, now);
-            outcome.changed |= settled.changed;
-            outcome.completed |= settled.completed;
-            outcome.points_awarded += settled.points_awarded;
-            outcome.changed_steps.extend(settled.changed_steps);
+            outcome.absorb(triggers::settle(&flow.definition, &subject.attributes, &mut state, &facts, now));
         }
         // Bookkeeping for analytics: rows for steps that now apply, stamped when reached.
         // It is saved, but is no change a subscriber sees (no new revision).
@@ -56,17 +52,11 @@ impl Onramp {
         let domain_events = changes::between(&before, &state, &outcome.changed_steps);
         // Every award goes through the ledger, once per subject and reason; the total on
         // the enrollment is read back from it, so the two cannot disagree.
-        let mut awarded = false;
-        for event in &domain_events {
-            let (DomainEventKind::StepCompleted, Some(step)) = (event.kind, &event.step) else { continue };
-            let points = flow.definition.step(step).map_or(0, |d| d.points);
-            if points > 0 {
-                let reason = format!("onboarding:{}:{step}", flow.key);
-                points::award(txn, subject.id, record.id, points, &reason, now).await?;
-                awarded = true;
-            }
+        let awards = changes::awards(&flow.definition, &domain_events);
+        for award in &awards {
+            points::award(txn, subject.id, record.id, award.amount, &award.reason, now).await?;
         }
-        if awarded || state.points != before.points {
+        if !awards.is_empty() || state.points != before.points {
             state.points = points::enrollment_total(txn, record.id).await?;
         }
         let mut saved = outcome.changed_steps.clone();
