@@ -189,6 +189,8 @@ async fn serve(cli: Cli, mode: Mode) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("connecting to {}", redact(url)))?;
     persistence::migrate(&db).await.context("migrating")?;
+    // Readers are exact whatever the compactor's lag; folding often keeps them fast.
+    let _compactor = persistence::rollup::spawn_compactor(db.clone(), std::time::Duration::from_secs(5));
     let onramp = Onramp::new(db);
     let _listener = onramp.listen(url).await.context("PostgreSQL LISTEN for changes from other instances")?;
     let development = mode == Mode::Development;

@@ -24,6 +24,9 @@ pub struct Model {
     /// The experiment that assigned the version, and the variant: sticky once set.
     pub experiment_key: Option<String>,
     pub variant: Option<String>,
+    /// Seconds from start to completion; set on completed enrollments only (analytics
+    /// percentiles read it through an index).
+    pub elapsed_seconds: Option<f64>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -28,6 +28,9 @@ pub struct Model {
     pub completed_by: Option<String>,
     /// When the step first became available: the funnel's "reached".
     pub available_at: Option<DateTimeUtc>,
+    /// Seconds from the enrollment's start to this step's completion; set on completed
+    /// steps only (analytics percentiles read it through an index).
+    pub elapsed_seconds: Option<f64>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -9,6 +9,7 @@ mod m20261121_000003_points;
 mod m20261121_000004_experiments;
 mod m20261121_000005_workspaces;
 mod m20261121_000006_reached;
+mod m20261121_000007_rollup;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000004_experiments::Migration),
             Box::new(m20261121_000005_workspaces::Migration),
             Box::new(m20261121_000006_reached::Migration),
+            Box::new(m20261121_000007_rollup::Migration),
         ]
     }
 }

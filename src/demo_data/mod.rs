@@ -239,11 +239,17 @@ pub async fn generate(
         }
         Experiment::Winner { flow, .. } => vec![flow.version],
     };
+    // Each batch appended its analytics cells as deltas; folded now, readers sum a few
+    // thousand counts instead of a delta per batch and cell.
+    crate::persistence::rollup::compact_all(db).await?;
     // A bulk load leaves the planner's statistics describing the tables as they were;
     // refreshed now, the first analytics queries get sensible plans (autovacuum would
     // get there later).
     if db.get_database_backend() == sea_orm::DbBackend::Postgres {
-        db.execute_unprepared("ANALYZE subjects, enrollments, step_progress, events, points_ledger, exposures").await?;
+        db.execute_unprepared(
+            "ANALYZE subjects, enrollments, step_progress, events, points_ledger, exposures, rollup_counts",
+        )
+        .await?;
     }
     summary.elapsed = started.elapsed();
     Ok(summary)

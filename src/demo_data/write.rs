@@ -9,12 +9,16 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use sea_orm::sqlx;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement, Value};
 
+use std::collections::BTreeMap;
+
 use super::simulate::{Generated, World};
+use crate::domain::rollup::{self, Cell, Cohort};
 use crate::persistence::begin_write;
 
 /// A column value, rendered by each backend's writer.
 enum Field<'a> {
     Int(i64),
+    Float(Option<f64>),
     Text(Option<&'a str>),
     Time(Option<DateTime<Utc>>),
     Json(Option<&'a serde_json::Value>),
@@ -39,9 +43,10 @@ const STEPS: usize = 2;
 const LEDGER: usize = 3;
 const EVENTS: usize = 4;
 const EXPOSURES: usize = 5;
+const ROLLUP: usize = 6;
 
 /// In writing order: parents first.
-const TABLES: [Table; 6] = [
+const TABLES: [Table; 7] = [
     Table { name: "subjects", columns: &["id", "external_id", "attributes", "created_at", "updated_at"] },
     Table {
         name: "enrollments",
@@ -59,6 +64,7 @@ const TABLES: [Table; 6] = [
             "revision",
             "experiment_key",
             "variant",
+            "elapsed_seconds",
         ],
     },
     // Every column `enrollments::save` writes.
@@ -78,11 +84,17 @@ const TABLES: [Table; 6] = [
             "event_id",
             "completed_by",
             "available_at",
+            "elapsed_seconds",
         ],
     },
     Table { name: "points_ledger", columns: &["subject_id", "enrollment_id", "amount", "reason", "created_at"] },
     Table { name: "events", columns: &["event_id", "subject_id", "name", "properties", "occurred_at", "received_at"] },
     Table { name: "exposures", columns: &["experiment_id", "variant", "subject_id", "exposed_at"] },
+    // The batch's analytics cells, as the write path would have appended them.
+    Table {
+        name: "rollup_deltas",
+        columns: &["flow_id", "start_day", "variant", "step_key", "measure", "bucket", "n"],
+    },
 ];
 
 trait Sink {
@@ -92,8 +104,17 @@ trait Sink {
 /// Every row of a batch, table by table.
 fn render(world: &World, subjects: &[Generated], subject_ids: &[i64], enrollment_ids: &[i64], sink: &mut impl Sink) {
     let flow_key = world.latest.key.as_str();
+    let mut cells: BTreeMap<Cell, i64> = BTreeMap::new();
     for ((s, &subject_id), &enrollment_id) in subjects.iter().zip(subject_ids).zip(enrollment_ids) {
         let e = &s.enrollment;
+        let cohort = Cohort {
+            flow_id: s.flow_id,
+            variant: s.assigned.as_ref().map(|a| a.variant.clone()),
+            started_at: e.started_at,
+        };
+        for cell in rollup::cells(&cohort, e) {
+            *cells.entry(cell).or_default() += 1;
+        }
         sink.row(
             SUBJECTS,
             &[
@@ -120,6 +141,7 @@ fn render(world: &World, subjects: &[Generated], subject_ids: &[i64], enrollment
                 Field::Int(e.revision),
                 Field::Text(s.assigned.as_ref().map(|a| a.experiment_key.as_str())),
                 Field::Text(s.assigned.as_ref().map(|a| a.variant.as_str())),
+                Field::Float(rollup::enrollment_elapsed(e)),
             ],
         );
         for (key, step) in &e.steps {
@@ -140,6 +162,7 @@ fn render(world: &World, subjects: &[Generated], subject_ids: &[i64], enrollment
                     Field::Text(step.event_id.as_deref()),
                     Field::Text(step.completed_by.as_deref()),
                     Field::Time(step.available_at),
+                    Field::Float(rollup::step_elapsed(e, key)),
                 ],
             );
         }
@@ -177,6 +200,20 @@ fn render(world: &World, subjects: &[Generated], subject_ids: &[i64], enrollment
             );
         }
     }
+    for (cell, n) in &cells {
+        sink.row(
+            ROLLUP,
+            &[
+                Field::Int(cell.flow_id),
+                Field::Int(cell.start_day.into()),
+                text(&cell.variant),
+                text(&cell.step_key),
+                text(&cell.measure),
+                Field::Int(cell.bucket.into()),
+                Field::Int(*n),
+            ],
+        );
+    }
 }
 
 // --- PostgreSQL: COPY in text format ---
@@ -196,12 +233,18 @@ impl Sink for CopyText {
                 Field::Int(n) => {
                     let _ = write!(out, "{n}");
                 }
+                // Rust prints the shortest text that reads back as the same double.
+                Field::Float(Some(x)) => {
+                    let _ = write!(out, "{x}");
+                }
                 Field::Text(Some(s)) => escape(out, s),
                 Field::Time(Some(t)) => {
                     out.extend_from_slice(t.to_rfc3339_opts(SecondsFormat::AutoSi, true).as_bytes())
                 }
                 Field::Json(Some(v)) => escape(out, &v.to_string()),
-                Field::Text(None) | Field::Time(None) | Field::Json(None) => out.extend_from_slice(b"\\N"),
+                Field::Float(None) | Field::Text(None) | Field::Time(None) | Field::Json(None) => {
+                    out.extend_from_slice(b"\\N")
+                }
             }
         }
         out.push(b'\n');
@@ -282,6 +325,7 @@ impl Sink for Bound {
     fn row(&mut self, table: usize, fields: &[Field<'_>]) {
         self.0[table].extend(fields.iter().map(|f| match f {
             Field::Int(n) => Value::BigInt(Some(*n)),
+            Field::Float(x) => Value::Double(*x),
             Field::Text(s) => Value::String(s.map(str::to_string)),
             Field::Time(t) => Value::ChronoDateTimeUtc(*t),
             Field::Json(v) => Value::Json(v.map(|v| Box::new(v.clone()))),

@@ -8,6 +8,7 @@ pub mod experiments;
 pub mod flow;
 pub mod owner;
 pub mod progress;
+pub mod rollup;
 pub mod stats;
 pub mod triggers;
 pub mod validation;

@@ -22,19 +22,32 @@ pub fn ratio(part: i64, whole: i64) -> Option<f64> {
 /// (`lo + (hi - lo) * (fraction * (n - 1) - floor)`), so both backends agree to the bit.
 /// None for no values.
 pub fn percentile_cont(sorted: &[f64], fraction: f64) -> Option<f64> {
-    let n = sorted.len();
-    if n == 0 {
-        return None;
+    let at = Ranks::of(sorted.len() as i64, fraction)?;
+    Some(at.interpolate(sorted[at.lower as usize], sorted[at.upper as usize]))
+}
+
+/// Where `percentile_cont(fraction)` of n sorted values looks: the values at ranks `lower`
+/// and `upper` (0-based), mixed by `weight`. Lets a caller that cannot hold every value
+/// (the analytics rollup) fetch just those two.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ranks {
+    pub lower: i64,
+    pub upper: i64,
+    weight: f64,
+}
+
+impl Ranks {
+    pub fn of(n: i64, fraction: f64) -> Option<Ranks> {
+        if n <= 0 {
+            return None;
+        }
+        let position = fraction * (n - 1) as f64;
+        let (first, second) = (position.floor(), position.ceil());
+        Some(Ranks { lower: first as i64, upper: second as i64, weight: position - first })
     }
-    let position = fraction * (n - 1) as f64;
-    let first = position.floor();
-    let second = position.ceil();
-    let lo = sorted[first as usize];
-    if second > first {
-        let hi = sorted[second as usize];
-        Some(lo + (hi - lo) * (position - first))
-    } else {
-        Some(lo)
+
+    pub fn interpolate(self, lower: f64, upper: f64) -> f64 {
+        if self.upper > self.lower { lower + (upper - lower) * self.weight } else { lower }
     }
 }
 

@@ -5,11 +5,12 @@ use std::collections::{BTreeMap, HashMap};
 use entity::{enrollment, step_progress};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TryInsertResult,
     sea_query::OnConflict,
 };
 
-use super::{is_postgres, parse_name};
+use super::{is_postgres, parse_name, rollup as rollup_store};
+use crate::domain::rollup::{self, Cohort};
 use crate::domain::{Enrollment, EnrollmentStatus, Source, StepState, StepStatus};
 
 #[derive(Clone, Debug)]
@@ -21,6 +22,13 @@ pub struct EnrollmentRecord {
     /// The variant an experiment assigned, when one did.
     pub variant: Option<String>,
     pub state: Enrollment,
+}
+
+impl EnrollmentRecord {
+    /// The analytics cohort the enrollment counts in.
+    pub fn cohort(&self) -> Cohort {
+        Cohort { flow_id: self.flow_id, variant: self.variant.clone(), started_at: self.state.started_at }
+    }
 }
 
 /// An experiment's choice of version for a subject.
@@ -113,21 +121,28 @@ pub async fn insert(
         revision: Set(state.revision),
         experiment_key: Set(assignment.map(|a| a.experiment_key.clone())),
         variant: Set(assignment.map(|a| a.variant.clone())),
+        elapsed_seconds: Set(rollup::enrollment_elapsed(state)),
     };
-    enrollment::Entity::insert(row)
+    let inserted = enrollment::Entity::insert(row)
         .on_conflict_do_nothing_on([enrollment::Column::SubjectId, enrollment::Column::FlowKey])
         .exec_without_returning(db)
         .await?;
+    if matches!(inserted, TryInsertResult::Inserted(n) if n > 0) {
+        let cohort = Cohort { flow_id, variant: assignment.map(|a| a.variant.clone()), started_at: state.started_at };
+        rollup_store::record(db, &rollup::changes(None, Some((&cohort, state)))).await?;
+    }
     Ok(())
 }
 
-/// Writes the enrollment row and upserts the steps that changed.
+/// Writes the enrollment row and upserts the steps that changed, over `before` as loaded
+/// (locked) in this transaction, and appends what that changes in the analytics rollup.
 pub async fn save(
     db: &impl ConnectionTrait,
-    id: i64,
+    before: &EnrollmentRecord,
     state: &Enrollment,
     changed_steps: &[String],
 ) -> Result<(), DbErr> {
+    let id = before.id;
     enrollment::Entity::update_many()
         .col_expr(enrollment::Column::Status, state.status.name().into())
         .col_expr(enrollment::Column::CompletedAt, state.completed_at.into())
@@ -135,6 +150,7 @@ pub async fn save(
         .col_expr(enrollment::Column::LastActivityAt, state.last_activity_at.into())
         .col_expr(enrollment::Column::Points, state.points.into())
         .col_expr(enrollment::Column::Revision, state.revision.into())
+        .col_expr(enrollment::Column::ElapsedSeconds, rollup::enrollment_elapsed(state).into())
         .filter(enrollment::Column::Id.eq(id))
         .exec(db)
         .await?;
@@ -142,6 +158,17 @@ pub async fn save(
     let mut keys: Vec<&String> = changed_steps.iter().collect();
     keys.sort_unstable();
     keys.dedup();
+    // The rows as they will be stored: the enrollment as saved, its other steps as loaded.
+    let mut stored = before.state.clone();
+    stored.status = state.status;
+    stored.completed_at = state.completed_at;
+    for key in &keys {
+        if let Some(step) = state.steps.get(*key) {
+            stored.steps.insert((*key).clone(), step.clone());
+        }
+    }
+    let cohort = before.cohort();
+    rollup_store::record(db, &rollup::changes(Some((&cohort, &before.state)), Some((&cohort, &stored)))).await?;
     let rows: Vec<step_progress::ActiveModel> = keys
         .into_iter()
         .filter_map(|key| state.steps.get(key).map(|s| (key, s)))
@@ -160,6 +187,7 @@ pub async fn save(
             event_id: Set(s.event_id.clone()),
             completed_by: Set(s.completed_by.clone()),
             available_at: Set(s.available_at),
+            elapsed_seconds: Set(rollup::step_elapsed(state, key)),
         })
         .collect();
     if rows.is_empty() {
@@ -180,6 +208,7 @@ pub async fn save(
                     step_progress::Column::EventId,
                     step_progress::Column::CompletedBy,
                     step_progress::Column::AvailableAt,
+                    step_progress::Column::ElapsedSeconds,
                 ])
                 .to_owned(),
         )
@@ -257,12 +286,72 @@ pub async fn by_ids(
     with_steps(db, query.all(db).await?).await
 }
 
-/// Pins an enrollment to another version of its flow.
-pub async fn set_flow(db: &impl ConnectionTrait, id: i64, flow_id: i64) -> Result<(), DbErr> {
+/// Pins an enrollment to another version of its flow; its analytics cells move along.
+pub async fn set_flow(db: &impl ConnectionTrait, record: &mut EnrollmentRecord, flow_id: i64) -> Result<(), DbErr> {
     enrollment::Entity::update_many()
         .col_expr(enrollment::Column::FlowId, flow_id.into())
-        .filter(enrollment::Column::Id.eq(id))
+        .filter(enrollment::Column::Id.eq(record.id))
         .exec(db)
         .await?;
+    let from = record.cohort();
+    record.flow_id = flow_id;
+    let to = record.cohort();
+    rollup_store::record(db, &rollup::changes(Some((&from, &record.state)), Some((&to, &record.state)))).await
+}
+
+/// The next enrollments after id `after`, by id, with steps: for walking every row.
+pub async fn batch_after(db: &impl ConnectionTrait, after: i64, limit: u64) -> Result<Vec<EnrollmentRecord>, DbErr> {
+    let rows = enrollment::Entity::find()
+        .filter(enrollment::Column::Id.gt(after))
+        .order_by_asc(enrollment::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?;
+    with_steps(db, rows).await
+}
+
+/// Sets `elapsed_seconds` on the completed rows of these enrollments that lack it (rows
+/// written before the column existed), computed as the write path computes it.
+pub async fn fill_elapsed(db: &impl ConnectionTrait, records: &[EnrollmentRecord]) -> Result<(), DbErr> {
+    let ids: Vec<i64> = records.iter().map(|r| r.id).collect();
+    let missing: Vec<i64> = enrollment::Entity::find()
+        .select_only()
+        .column(enrollment::Column::Id)
+        .filter(enrollment::Column::Id.is_in(ids.clone()))
+        .filter(enrollment::Column::CompletedAt.is_not_null())
+        .filter(enrollment::Column::ElapsedSeconds.is_null())
+        .into_tuple()
+        .all(db)
+        .await?;
+    for record in records.iter().filter(|r| missing.contains(&r.id)) {
+        if let Some(seconds) = rollup::enrollment_elapsed(&record.state) {
+            enrollment::Entity::update_many()
+                .col_expr(enrollment::Column::ElapsedSeconds, seconds.into())
+                .filter(enrollment::Column::Id.eq(record.id))
+                .exec(db)
+                .await?;
+        }
+    }
+    let missing: Vec<(i64, i64, String)> = step_progress::Entity::find()
+        .select_only()
+        .column(step_progress::Column::Id)
+        .column(step_progress::Column::EnrollmentId)
+        .column(step_progress::Column::StepKey)
+        .filter(step_progress::Column::EnrollmentId.is_in(ids))
+        .filter(step_progress::Column::CompletedAt.is_not_null())
+        .filter(step_progress::Column::ElapsedSeconds.is_null())
+        .into_tuple()
+        .all(db)
+        .await?;
+    for (row, enrollment_id, key) in missing {
+        let seconds = records.iter().find(|r| r.id == enrollment_id).and_then(|r| rollup::step_elapsed(&r.state, &key));
+        if let Some(seconds) = seconds {
+            step_progress::Entity::update_many()
+                .col_expr(step_progress::Column::ElapsedSeconds, seconds.into())
+                .filter(step_progress::Column::Id.eq(row))
+                .exec(db)
+                .await?;
+        }
+    }
     Ok(())
 }

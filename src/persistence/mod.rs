@@ -8,6 +8,7 @@ pub mod experiments;
 pub mod flows;
 pub mod outbox;
 pub mod points;
+pub mod rollup;
 pub mod subjects;
 
 use std::time::Duration;
@@ -37,8 +38,11 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
     Database::connect(options).await
 }
 
+/// Brings the schema up to date, then builds the analytics rollup if this database had
+/// rows before it existed.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
-    Migrator::up(db, None).await
+    Migrator::up(db, None).await?;
+    rollup::ensure_built(db).await
 }
 
 /// Begins a write transaction. On SQLite it takes the write lock at BEGIN (IMMEDIATE), so

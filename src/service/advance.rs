@@ -31,7 +31,7 @@ impl Onramp {
         change: impl FnOnce(&mut Enrollment) -> Result<Outcome, ProgressError>,
         now: DateTime<Utc>,
     ) -> AppResult<Advanced> {
-        let before = record.state;
+        let before = &record.state;
         let mut state = before.clone();
         let mut outcome = change(&mut state)?;
 
@@ -45,11 +45,11 @@ impl Onramp {
         let reached = progress::mark_reached(&flow.definition, &subject.attributes, &mut state, now);
         if !outcome.changed {
             if !reached.is_empty() {
-                enrollments::save(txn, record.id, &state, &reached).await?;
+                enrollments::save(txn, &record, &state, &reached).await?;
             }
             return Ok(Advanced { state, outcome });
         }
-        let domain_events = changes::between(&before, &state, &outcome.changed_steps);
+        let domain_events = changes::between(before, &state, &outcome.changed_steps);
         // Every award goes through the ledger, once per subject and reason; the total on
         // the enrollment is read back from it, so the two cannot disagree.
         let awards = changes::awards(&flow.definition, &domain_events);
@@ -61,7 +61,7 @@ impl Onramp {
         }
         let mut saved = outcome.changed_steps.clone();
         saved.extend(reached);
-        enrollments::save(txn, record.id, &state, &saved).await?;
+        enrollments::save(txn, &record, &state, &saved).await?;
         let entries = domain_events
             .into_iter()
             .map(|event| {

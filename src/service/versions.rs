@@ -56,7 +56,7 @@ impl Onramp {
             people.sort_by(|a, b| a.external_id.cmp(&b.external_id));
             let mut moved_subjects = Vec::new();
             for subject in &people {
-                let Some(record) = enrollments::find(&txn, subject.id, key, !dry_run).await? else { continue };
+                let Some(mut record) = enrollments::find(&txn, subject.id, key, !dry_run).await? else { continue };
                 if record.flow_id != source.id {
                     continue;
                 }
@@ -75,7 +75,7 @@ impl Onramp {
                 if dry_run {
                     continue;
                 }
-                enrollments::set_flow(&txn, record.id, target.id).await?;
+                enrollments::set_flow(&txn, &mut record, target.id).await?;
                 let definition = target.definition.clone();
                 let attributes = subject.attributes.clone();
                 self.advance(

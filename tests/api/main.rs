@@ -14,6 +14,7 @@ mod experiments;
 mod flows;
 mod points;
 mod progress;
+mod rollup;
 mod schema;
 mod subscriptions;
 mod versions;
