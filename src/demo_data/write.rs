@@ -61,7 +61,7 @@ const TABLES: [Table; 6] = [
             "variant",
         ],
     },
-    // Every column `enrollments::save` writes.
+    // Every column `enrollments::save_all` writes.
     Table {
         name: "step_progress",
         columns: &[

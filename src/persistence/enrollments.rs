@@ -2,11 +2,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use entity::{enrollment, step_progress};
+use entity::{enrollment, step_progress, subject};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::OnConflict,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, JoinType, Order, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait,
+    sea_query::{Expr, LockType, OnConflict},
 };
 
 use super::{is_postgres, parse_name};
@@ -71,6 +72,38 @@ pub async fn list_for_subject(
     with_steps(db, query.all(db).await?).await
 }
 
+/// Every enrollment of several subjects, with steps, in two queries. With `for_update`
+/// they are locked by owner key (bytewise, as `BTreeMap` and version migrations order
+/// owners) and then by flow key, the order every multi-owner writer follows, so two of
+/// them cannot deadlock.
+pub async fn list_for_subjects(
+    db: &impl ConnectionTrait,
+    subject_ids: &[i64],
+    for_update: bool,
+) -> Result<Vec<EnrollmentRecord>, DbErr> {
+    if subject_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query = enrollment::Entity::find()
+        .join(
+            JoinType::InnerJoin,
+            enrollment::Entity::belongs_to(subject::Entity)
+                .from(enrollment::Column::SubjectId)
+                .to(subject::Column::Id)
+                .into(),
+        )
+        .filter(enrollment::Column::SubjectId.is_in(subject_ids.iter().copied()));
+    if for_update && is_postgres(db) {
+        query = query
+            .order_by(Expr::cust(r#""subjects"."external_id" COLLATE "C""#), Order::Asc)
+            .order_by_asc(enrollment::Column::FlowKey);
+        QueryTrait::query(&mut query).lock_with_tables(LockType::Update, [enrollment::Entity]);
+    } else {
+        query = query.order_by_asc(subject::Column::ExternalId).order_by_asc(enrollment::Column::FlowKey);
+    }
+    with_steps(db, query.all(db).await?).await
+}
+
 /// Records for enrollment rows, with all their steps loaded in one query.
 async fn with_steps(db: &impl ConnectionTrait, rows: Vec<enrollment::Model>) -> Result<Vec<EnrollmentRecord>, DbErr> {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
@@ -121,51 +154,57 @@ pub async fn insert(
     Ok(())
 }
 
-/// Writes the enrollment row and upserts the steps that changed.
-pub async fn save(
-    db: &impl ConnectionTrait,
-    id: i64,
-    state: &Enrollment,
-    changed_steps: &[String],
-) -> Result<(), DbErr> {
-    enrollment::Entity::update_many()
-        .col_expr(enrollment::Column::Status, state.status.name().into())
-        .col_expr(enrollment::Column::CompletedAt, state.completed_at.into())
-        .col_expr(enrollment::Column::SkippedAt, state.skipped_at.into())
-        .col_expr(enrollment::Column::LastActivityAt, state.last_activity_at.into())
-        .col_expr(enrollment::Column::Points, state.points.into())
-        .col_expr(enrollment::Column::Revision, state.revision.into())
-        .filter(enrollment::Column::Id.eq(id))
-        .exec(db)
-        .await?;
-    // One row per step: PostgreSQL refuses an upsert that touches a row twice.
-    let mut keys: Vec<&String> = changed_steps.iter().collect();
-    keys.sort_unstable();
-    keys.dedup();
-    let rows: Vec<step_progress::ActiveModel> = keys
-        .into_iter()
-        .filter_map(|key| state.steps.get(key).map(|s| (key, s)))
-        .map(|(key, s)| step_progress::ActiveModel {
-            id: NotSet,
-            enrollment_id: Set(id),
-            step_key: Set(key.clone()),
-            status: Set(s.status.name().into()),
-            started_at: Set(s.started_at),
-            completed_at: Set(s.completed_at),
-            skipped_at: Set(s.skipped_at),
-            skip_reason: Set(s.skip_reason.clone()),
-            metadata: Set(s.metadata.clone()),
-            source: Set(s.source.name().into()),
-            updated_at: Set(state.last_activity_at),
-            event_id: Set(s.event_id.clone()),
-            completed_by: Set(s.completed_by.clone()),
-            available_at: Set(s.available_at),
-        })
-        .collect();
-    if rows.is_empty() {
+/// One enrollment's write: the record as it was loaded, the state to store, and the steps
+/// whose rows to upsert.
+pub struct Save<'a> {
+    pub before: &'a EnrollmentRecord,
+    pub after: &'a Enrollment,
+    pub changed_steps: &'a [String],
+}
+
+/// Writes the enrollment rows and upserts the steps that changed, for any number of
+/// enrollments in two statements (a batch of events advances hundreds at once). Every
+/// enrollment was loaded under its lock, so each row exists: the enrollment "insert"
+/// always takes the conflict path and updates only the state columns.
+pub async fn save_all(db: &impl ConnectionTrait, saves: &[Save<'_>]) -> Result<(), DbErr> {
+    if saves.is_empty() {
         return Ok(());
     }
-    step_progress::Entity::insert_many(rows)
+    let rows = saves.iter().map(|s| enrollment::ActiveModel {
+        id: Set(s.before.id),
+        subject_id: Set(s.before.subject_id),
+        flow_id: Set(s.before.flow_id),
+        flow_key: Set(s.before.flow_key.clone()),
+        status: Set(s.after.status.name().into()),
+        started_at: Set(s.after.started_at),
+        completed_at: Set(s.after.completed_at),
+        skipped_at: Set(s.after.skipped_at),
+        last_activity_at: Set(s.after.last_activity_at),
+        points: Set(s.after.points),
+        revision: Set(s.after.revision),
+        experiment_key: NotSet,
+        variant: NotSet,
+    });
+    enrollment::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::column(enrollment::Column::Id)
+                .update_columns([
+                    enrollment::Column::Status,
+                    enrollment::Column::CompletedAt,
+                    enrollment::Column::SkippedAt,
+                    enrollment::Column::LastActivityAt,
+                    enrollment::Column::Points,
+                    enrollment::Column::Revision,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    let steps: Vec<step_progress::ActiveModel> = saves.iter().flat_map(step_rows).collect();
+    if steps.is_empty() {
+        return Ok(());
+    }
+    step_progress::Entity::insert_many(steps)
         .on_conflict(
             OnConflict::columns([step_progress::Column::EnrollmentId, step_progress::Column::StepKey])
                 .update_columns([
@@ -186,6 +225,34 @@ pub async fn save(
         .exec_without_returning(db)
         .await?;
     Ok(())
+}
+
+/// The step rows one save upserts. One row per step: PostgreSQL refuses an upsert that
+/// touches a row twice.
+fn step_rows(save: &Save<'_>) -> Vec<step_progress::ActiveModel> {
+    let mut keys: Vec<&String> = save.changed_steps.iter().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let (id, state) = (save.before.id, save.after);
+    keys.into_iter()
+        .filter_map(|key| state.steps.get(key).map(|s| (key, s)))
+        .map(|(key, s)| step_progress::ActiveModel {
+            id: NotSet,
+            enrollment_id: Set(id),
+            step_key: Set(key.clone()),
+            status: Set(s.status.name().into()),
+            started_at: Set(s.started_at),
+            completed_at: Set(s.completed_at),
+            skipped_at: Set(s.skipped_at),
+            skip_reason: Set(s.skip_reason.clone()),
+            metadata: Set(s.metadata.clone()),
+            source: Set(s.source.name().into()),
+            updated_at: Set(state.last_activity_at),
+            event_id: Set(s.event_id.clone()),
+            completed_by: Set(s.completed_by.clone()),
+            available_at: Set(s.available_at),
+        })
+        .collect()
 }
 
 fn record(row: enrollment::Model, steps: Vec<step_progress::Model>) -> Result<EnrollmentRecord, DbErr> {
