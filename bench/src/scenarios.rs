@@ -93,6 +93,15 @@ async fn floor_pool(args: &Args) -> anyhow::Result<PgPool> {
     Ok(PgPoolOptions::new().max_connections(args.pool).connect(&args.database_url).await?)
 }
 
+/// The machine's PostgreSQL may run with autovacuum off, and a table never analyzed makes
+/// the planner scan it whole for a multi-row lookup (`id IN (...)`). Production databases
+/// are analyzed by autovacuum; the bench analyzes once its data is in place.
+async fn analyze(args: &Args) -> anyhow::Result<()> {
+    let pool = floor_pool(args).await?;
+    sqlx::query("ANALYZE").execute(&pool).await?;
+    Ok(())
+}
+
 async fn count(db: &DatabaseConnection, sql: &str) -> anyhow::Result<i64> {
     let row = db
         .query_one_raw(sea_orm::Statement::from_string(db.get_database_backend(), sql.to_string()))
@@ -261,6 +270,7 @@ pub async fn complete(args: &Args, server: &Server) -> anyhow::Result<Row> {
     eprintln!("bench: complete: enrolling {} + {} users", users, users);
     enroll(&client, &server_tokens, "bench_complete", args.concurrency).await?;
     enroll(&client, &floor_tokens, "bench_complete", args.concurrency).await?;
+    analyze(args).await?;
 
     let concurrency = args.concurrency;
     let slot = move |w: usize, i: u64| (w + concurrency * (i / STEPS) as usize, i % STEPS);
@@ -365,6 +375,7 @@ pub async fn events(args: &Args, server: &Server) -> anyhow::Result<Row> {
     let users: Vec<String> = (0..if args.smoke { 100 } else { 2_000 }).map(|n| format!("be-{run}-{n}")).collect();
     let tokens: Vec<String> = users.iter().map(|u| token(&keys, u, Role::User)).collect();
     enroll(&client, &tokens, "bench_events", args.concurrency).await?;
+    analyze(args).await?;
     let users = Arc::new(users);
 
     let u = users.clone();

@@ -301,7 +301,7 @@ impl Engine<'_> {
             // The engine reads the total back from the ledger.
             self.state.points = self.ledger.iter().map(|a| a.amount).sum();
         }
-        // The rows `enrollments::save` writes, stamped with the enrollment's last activity.
+        // The rows `enrollments::save_all` writes, stamped with the enrollment's last activity.
         let saved = if outcome.changed { &outcome.changed_steps[..] } else { &[] };
         for key in saved.iter().chain(&reached) {
             self.updated.insert(key.clone(), self.state.last_activity_at);

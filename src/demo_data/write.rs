@@ -5,11 +5,11 @@
 //! after the largest id, under the write lock), so child rows name their parents without
 //! reading anything back. The columns are the ones the engine's own writes fill.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use sea_orm::sqlx;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement, Value};
-
-use std::collections::BTreeMap;
 
 use super::simulate::{Generated, World};
 use crate::domain::rollup::{self, Cell, Cohort};
@@ -67,7 +67,7 @@ const TABLES: [Table; 7] = [
             "elapsed_seconds",
         ],
     },
-    // Every column `enrollments::save` writes.
+    // Every column `enrollments::save_all` writes.
     Table {
         name: "step_progress",
         columns: &[

@@ -2,15 +2,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use entity::{enrollment, step_progress};
+use entity::{enrollment, step_progress, subject};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TryInsertResult,
-    sea_query::OnConflict,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, JoinType, Order, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, TryInsertResult,
+    sea_query::{Expr, LockType, OnConflict},
 };
 
 use super::{is_postgres, parse_name, rollup as rollup_store};
-use crate::domain::rollup::{self, Cohort};
+use crate::domain::rollup::{self, Cell, Cohort};
 use crate::domain::{Enrollment, EnrollmentStatus, Source, StepState, StepStatus};
 
 #[derive(Clone, Debug)]
@@ -79,6 +80,38 @@ pub async fn list_for_subject(
     with_steps(db, query.all(db).await?).await
 }
 
+/// Every enrollment of several subjects, with steps, in two queries. With `for_update`
+/// they are locked by owner key (bytewise, as `BTreeMap` and version migrations order
+/// owners) and then by flow key, the order every multi-owner writer follows, so two of
+/// them cannot deadlock.
+pub async fn list_for_subjects(
+    db: &impl ConnectionTrait,
+    subject_ids: &[i64],
+    for_update: bool,
+) -> Result<Vec<EnrollmentRecord>, DbErr> {
+    if subject_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query = enrollment::Entity::find()
+        .join(
+            JoinType::InnerJoin,
+            enrollment::Entity::belongs_to(subject::Entity)
+                .from(enrollment::Column::SubjectId)
+                .to(subject::Column::Id)
+                .into(),
+        )
+        .filter(enrollment::Column::SubjectId.is_in(subject_ids.iter().copied()));
+    if for_update && is_postgres(db) {
+        query = query
+            .order_by(Expr::cust(r#""subjects"."external_id" COLLATE "C""#), Order::Asc)
+            .order_by_asc(enrollment::Column::FlowKey);
+        QueryTrait::query(&mut query).lock_with_tables(LockType::Update, [enrollment::Entity]);
+    } else {
+        query = query.order_by_asc(subject::Column::ExternalId).order_by_asc(enrollment::Column::FlowKey);
+    }
+    with_steps(db, query.all(db).await?).await
+}
+
 /// Records for enrollment rows, with all their steps loaded in one query.
 async fn with_steps(db: &impl ConnectionTrait, rows: Vec<enrollment::Model>) -> Result<Vec<EnrollmentRecord>, DbErr> {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
@@ -134,66 +167,66 @@ pub async fn insert(
     Ok(())
 }
 
-/// Writes the enrollment row and upserts the steps that changed, over `before` as loaded
-/// (locked) in this transaction, and appends what that changes in the analytics rollup.
-pub async fn save(
-    db: &impl ConnectionTrait,
-    before: &EnrollmentRecord,
-    state: &Enrollment,
-    changed_steps: &[String],
-) -> Result<(), DbErr> {
-    let id = before.id;
-    enrollment::Entity::update_many()
-        .col_expr(enrollment::Column::Status, state.status.name().into())
-        .col_expr(enrollment::Column::CompletedAt, state.completed_at.into())
-        .col_expr(enrollment::Column::SkippedAt, state.skipped_at.into())
-        .col_expr(enrollment::Column::LastActivityAt, state.last_activity_at.into())
-        .col_expr(enrollment::Column::Points, state.points.into())
-        .col_expr(enrollment::Column::Revision, state.revision.into())
-        .col_expr(enrollment::Column::ElapsedSeconds, rollup::enrollment_elapsed(state).into())
-        .filter(enrollment::Column::Id.eq(id))
-        .exec(db)
-        .await?;
-    // One row per step: PostgreSQL refuses an upsert that touches a row twice.
-    let mut keys: Vec<&String> = changed_steps.iter().collect();
-    keys.sort_unstable();
-    keys.dedup();
-    // The rows as they will be stored: the enrollment as saved, its other steps as loaded.
-    let mut stored = before.state.clone();
-    stored.status = state.status;
-    stored.completed_at = state.completed_at;
-    for key in &keys {
-        if let Some(step) = state.steps.get(*key) {
-            stored.steps.insert((*key).clone(), step.clone());
-        }
-    }
-    let cohort = before.cohort();
-    rollup_store::record(db, &rollup::changes(Some((&cohort, &before.state)), Some((&cohort, &stored)))).await?;
-    let rows: Vec<step_progress::ActiveModel> = keys
-        .into_iter()
-        .filter_map(|key| state.steps.get(key).map(|s| (key, s)))
-        .map(|(key, s)| step_progress::ActiveModel {
-            id: NotSet,
-            enrollment_id: Set(id),
-            step_key: Set(key.clone()),
-            status: Set(s.status.name().into()),
-            started_at: Set(s.started_at),
-            completed_at: Set(s.completed_at),
-            skipped_at: Set(s.skipped_at),
-            skip_reason: Set(s.skip_reason.clone()),
-            metadata: Set(s.metadata.clone()),
-            source: Set(s.source.name().into()),
-            updated_at: Set(state.last_activity_at),
-            event_id: Set(s.event_id.clone()),
-            completed_by: Set(s.completed_by.clone()),
-            available_at: Set(s.available_at),
-            elapsed_seconds: Set(rollup::step_elapsed(state, key)),
-        })
-        .collect();
-    if rows.is_empty() {
+/// One enrollment's write: the record as it was loaded, the state to store, and the steps
+/// whose rows to upsert.
+pub struct Save<'a> {
+    pub before: &'a EnrollmentRecord,
+    pub after: &'a Enrollment,
+    pub changed_steps: &'a [String],
+}
+
+/// Writes the enrollment rows and upserts the steps that changed, for any number of
+/// enrollments in two statements (a batch of events advances hundreds at once). Every
+/// enrollment was loaded under its lock, so each row exists: the enrollment "insert"
+/// always takes the conflict path and updates only the state columns.
+pub async fn save_all(db: &impl ConnectionTrait, saves: &[Save<'_>]) -> Result<(), DbErr> {
+    if saves.is_empty() {
         return Ok(());
     }
-    step_progress::Entity::insert_many(rows)
+    // The batch's analytics changes, netted per cell: one insert for all of them.
+    let mut net: BTreeMap<Cell, i64> = BTreeMap::new();
+    for (cell, n) in saves.iter().flat_map(rollup_changes) {
+        *net.entry(cell).or_default() += n;
+    }
+    let net: Vec<(Cell, i64)> = net.into_iter().filter(|(_, n)| *n != 0).collect();
+    rollup_store::record(db, &net).await?;
+    let rows = saves.iter().map(|s| enrollment::ActiveModel {
+        id: Set(s.before.id),
+        subject_id: Set(s.before.subject_id),
+        flow_id: Set(s.before.flow_id),
+        flow_key: Set(s.before.flow_key.clone()),
+        status: Set(s.after.status.name().into()),
+        started_at: Set(s.after.started_at),
+        completed_at: Set(s.after.completed_at),
+        skipped_at: Set(s.after.skipped_at),
+        last_activity_at: Set(s.after.last_activity_at),
+        points: Set(s.after.points),
+        revision: Set(s.after.revision),
+        experiment_key: NotSet,
+        variant: NotSet,
+        elapsed_seconds: Set(rollup::enrollment_elapsed(s.after)),
+    });
+    enrollment::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::column(enrollment::Column::Id)
+                .update_columns([
+                    enrollment::Column::Status,
+                    enrollment::Column::CompletedAt,
+                    enrollment::Column::SkippedAt,
+                    enrollment::Column::LastActivityAt,
+                    enrollment::Column::Points,
+                    enrollment::Column::Revision,
+                    enrollment::Column::ElapsedSeconds,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    let steps: Vec<step_progress::ActiveModel> = saves.iter().flat_map(step_rows).collect();
+    if steps.is_empty() {
+        return Ok(());
+    }
+    step_progress::Entity::insert_many(steps)
         .on_conflict(
             OnConflict::columns([step_progress::Column::EnrollmentId, step_progress::Column::StepKey])
                 .update_columns([
@@ -215,6 +248,52 @@ pub async fn save(
         .exec_without_returning(db)
         .await?;
     Ok(())
+}
+
+/// The step rows one save upserts. One row per step: PostgreSQL refuses an upsert that
+/// touches a row twice.
+fn step_rows(save: &Save<'_>) -> Vec<step_progress::ActiveModel> {
+    let mut keys: Vec<&String> = save.changed_steps.iter().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let (id, state) = (save.before.id, save.after);
+    keys.into_iter()
+        .filter_map(|key| state.steps.get(key).map(|s| (key, s)))
+        .map(|(key, s)| step_progress::ActiveModel {
+            id: NotSet,
+            enrollment_id: Set(id),
+            step_key: Set(key.clone()),
+            status: Set(s.status.name().into()),
+            started_at: Set(s.started_at),
+            completed_at: Set(s.completed_at),
+            skipped_at: Set(s.skipped_at),
+            skip_reason: Set(s.skip_reason.clone()),
+            metadata: Set(s.metadata.clone()),
+            source: Set(s.source.name().into()),
+            updated_at: Set(state.last_activity_at),
+            event_id: Set(s.event_id.clone()),
+            completed_by: Set(s.completed_by.clone()),
+            available_at: Set(s.available_at),
+            elapsed_seconds: Set(rollup::step_elapsed(state, key)),
+        })
+        .collect()
+}
+
+/// What a save changes in the analytics rollup: the cells of the rows as loaded against
+/// the cells of the rows as they will be stored (the enrollment as saved, the steps saved,
+/// the other steps as loaded).
+fn rollup_changes(save: &Save<'_>) -> Vec<(Cell, i64)> {
+    let before = &save.before.state;
+    let mut stored = before.clone();
+    stored.status = save.after.status;
+    stored.completed_at = save.after.completed_at;
+    for key in save.changed_steps {
+        if let Some(step) = save.after.steps.get(key) {
+            stored.steps.insert(key.clone(), step.clone());
+        }
+    }
+    let cohort = save.before.cohort();
+    rollup::changes(Some((&cohort, before)), Some((&cohort, &stored)))
 }
 
 fn record(row: enrollment::Model, steps: Vec<step_progress::Model>) -> Result<EnrollmentRecord, DbErr> {

@@ -141,21 +141,27 @@ impl FlowStore {
         row.map(|r| self.record(r)).transpose()
     }
 
-    /// The newest ACTIVE version of every flow key.
+    /// The newest ACTIVE version of every flow key. Every write asks (to enroll in flows
+    /// with an audience), so only ids are read: the versions themselves are immutable and
+    /// come from `pinned`, with the status this query just saw.
     pub async fn latest_active_all(&self, db: &impl ConnectionTrait) -> Result<Vec<FlowRecord>, DbErr> {
-        let rows = flow::Entity::find()
+        let rows: Vec<(i64, String)> = flow::Entity::find()
+            .select_only()
+            .column(flow::Column::Id)
+            .column(flow::Column::Key)
             .filter(flow::Column::Status.eq(FlowStatus::Active.name()))
             .order_by_asc(flow::Column::Key)
             .order_by_desc(flow::Column::Version)
+            .into_tuple()
             .all(db)
             .await?;
-        let mut latest: Vec<flow::Model> = Vec::new();
-        for row in rows {
-            if latest.last().is_none_or(|l| l.key != row.key) {
-                latest.push(row);
+        let mut latest: Vec<FlowRecord> = Vec::new();
+        for (id, key) in rows {
+            if latest.last().is_none_or(|l| l.key != key) {
+                latest.push(FlowRecord { status: FlowStatus::Active, ..self.pinned(db, id).await? });
             }
         }
-        self.records(latest)
+        Ok(latest)
     }
 
     /// A given version, or the newest of any status.

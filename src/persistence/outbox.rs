@@ -36,9 +36,8 @@ pub async fn append(db: &impl ConnectionTrait, entries: Vec<OutboxEntry>, now: D
     if rows.is_empty() {
         return Ok(());
     }
-    // One statement per row keeps the id order equal to the order given.
-    for row in rows {
-        outbox::Entity::insert(row).exec_without_returning(db).await?;
-    }
+    // One statement for all: both backends insert VALUES rows in the order listed, so
+    // ids still follow the order given.
+    outbox::Entity::insert_many(rows).exec_without_returning(db).await?;
     Ok(())
 }

@@ -1,10 +1,13 @@
 //! The points ledger.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use entity::points_entry;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::Expr,
 };
 
 #[derive(Clone, Debug, PartialEq)]
@@ -14,40 +17,51 @@ pub struct PointsEntry {
     pub awarded_at: DateTime<Utc>,
 }
 
-/// Awards points unless this subject already has them for this reason.
-pub async fn award(
-    db: &impl ConnectionTrait,
-    subject_id: i64,
-    enrollment_id: i64,
-    amount: i64,
-    reason: &str,
-    now: DateTime<Utc>,
-) -> Result<(), DbErr> {
-    let row = points_entry::ActiveModel {
+/// Points for a subject, earned in one of its enrollments.
+pub struct Award {
+    pub subject_id: i64,
+    pub enrollment_id: i64,
+    pub amount: i64,
+    pub reason: String,
+}
+
+/// Awards points, in one statement, except those a subject already has for the reason.
+pub async fn award_all(db: &impl ConnectionTrait, awards: &[Award], now: DateTime<Utc>) -> Result<(), DbErr> {
+    if awards.is_empty() {
+        return Ok(());
+    }
+    let rows = awards.iter().map(|a| points_entry::ActiveModel {
         id: NotSet,
-        subject_id: Set(subject_id),
-        enrollment_id: Set(enrollment_id),
-        amount: Set(amount),
-        reason: Set(reason.to_string()),
+        subject_id: Set(a.subject_id),
+        enrollment_id: Set(a.enrollment_id),
+        amount: Set(a.amount),
+        reason: Set(a.reason.clone()),
         created_at: Set(now),
-    };
-    points_entry::Entity::insert(row)
+    });
+    points_entry::Entity::insert_many(rows)
         .on_conflict_do_nothing_on([points_entry::Column::SubjectId, points_entry::Column::Reason])
         .exec_without_returning(db)
         .await?;
     Ok(())
 }
 
-/// Points earned in one enrollment.
-pub async fn enrollment_total(db: &impl ConnectionTrait, enrollment_id: i64) -> Result<i64, DbErr> {
-    let amounts: Vec<i64> = points_entry::Entity::find()
+/// Points earned in each of some enrollments, summed by the database; an enrollment with
+/// no entries is absent.
+pub async fn enrollment_totals(db: &impl ConnectionTrait, enrollment_ids: &[i64]) -> Result<HashMap<i64, i64>, DbErr> {
+    if enrollment_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    // SUM of a bigint is numeric on PostgreSQL: cast it back.
+    let totals: Vec<(i64, i64)> = points_entry::Entity::find()
         .select_only()
-        .column(points_entry::Column::Amount)
-        .filter(points_entry::Column::EnrollmentId.eq(enrollment_id))
+        .column(points_entry::Column::EnrollmentId)
+        .expr(Expr::cust("CAST(SUM(amount) AS BIGINT)"))
+        .filter(points_entry::Column::EnrollmentId.is_in(enrollment_ids.iter().copied()))
+        .group_by(points_entry::Column::EnrollmentId)
         .into_tuple()
         .all(db)
         .await?;
-    Ok(amounts.into_iter().sum())
+    Ok(totals.into_iter().collect())
 }
 
 /// A subject's entries, oldest first.

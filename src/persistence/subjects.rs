@@ -56,6 +56,46 @@ pub async fn ensure(db: &impl ConnectionTrait, external_id: &str, now: DateTime<
     find(db, external_id).await?.ok_or_else(|| DbErr::RecordNotFound(format!("subject {external_id}")))
 }
 
+/// `ensure` for several subjects: one query when all exist. `external_ids` are sorted, so
+/// on PostgreSQL concurrent first sights of the same keys wait for each other in one order.
+pub async fn ensure_all(
+    db: &impl ConnectionTrait,
+    external_ids: &[&str],
+    now: DateTime<Utc>,
+) -> Result<Vec<SubjectRecord>, DbErr> {
+    let mut found = find_all(db, external_ids.iter().copied()).await?;
+    let missing: Vec<&str> =
+        external_ids.iter().copied().filter(|id| !found.iter().any(|s| s.external_id == *id)).collect();
+    if missing.is_empty() {
+        return Ok(found);
+    }
+    let rows = missing.iter().map(|id| subject::ActiveModel {
+        id: NotSet,
+        external_id: Set(id.to_string()),
+        attributes: Set(json!({})),
+        created_at: Set(now),
+        updated_at: Set(now),
+    });
+    subject::Entity::insert_many(rows)
+        .on_conflict_do_nothing_on([subject::Column::ExternalId])
+        .exec_without_returning(db)
+        .await?;
+    let created = find_all(db, missing.iter().copied()).await?;
+    if created.len() != missing.len() {
+        return Err(DbErr::RecordNotFound(format!("subjects {missing:?}")));
+    }
+    found.extend(created);
+    Ok(found)
+}
+
+async fn find_all(
+    db: &impl ConnectionTrait,
+    external_ids: impl IntoIterator<Item = &str>,
+) -> Result<Vec<SubjectRecord>, DbErr> {
+    let rows = subject::Entity::find().filter(subject::Column::ExternalId.is_in(external_ids)).all(db).await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
 pub async fn set_attributes(
     db: &impl ConnectionTrait,
     id: i64,

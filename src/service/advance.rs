@@ -1,16 +1,19 @@
 //! The one write path every use case shares: change an enrollment (a command, an
 //! attribute change, or nothing), let stored events complete what they trigger, save the
-//! result and its domain events to the outbox. Runs inside the caller's transaction, on a
-//! locked enrollment.
+//! result and its domain events to the outbox. Runs inside the caller's transaction, on
+//! locked enrollments: one at a time, or a batch of them with one statement per table.
+
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use sea_orm::DatabaseTransaction;
 use serde_json::{Value, json};
 
 use super::Onramp;
-use crate::domain::{Enrollment, Outcome, ProgressError, changes, progress, triggers};
+use crate::domain::changes::{Award, DomainEvent};
+use crate::domain::{Enrollment, EventFact, Outcome, ProgressError, changes, progress, triggers};
 use crate::error::AppResult;
-use crate::persistence::enrollments::{self, EnrollmentRecord};
+use crate::persistence::enrollments::{self, EnrollmentRecord, Save};
 use crate::persistence::flows::FlowRecord;
 use crate::persistence::outbox::{self, OutboxEntry};
 use crate::persistence::subjects::SubjectRecord;
@@ -19,6 +22,19 @@ use crate::persistence::{events, points};
 pub(super) struct Advanced {
     pub state: Enrollment,
     pub outcome: Outcome,
+}
+
+/// An enrollment advanced in memory: the new state and what to write for it.
+struct Planned<'a> {
+    subject: &'a SubjectRecord,
+    flow: &'a FlowRecord,
+    before: EnrollmentRecord,
+    state: Enrollment,
+    outcome: Outcome,
+    /// The steps whose rows are written.
+    saved: Vec<String>,
+    domain_events: Vec<DomainEvent>,
+    awards: Vec<Award>,
 }
 
 impl Onramp {
@@ -31,65 +47,157 @@ impl Onramp {
         change: impl FnOnce(&mut Enrollment) -> Result<Outcome, ProgressError>,
         now: DateTime<Utc>,
     ) -> AppResult<Advanced> {
-        let before = &record.state;
-        let mut state = before.clone();
-        let mut outcome = change(&mut state)?;
-
+        let mut state = record.state.clone();
+        let outcome = change(&mut state)?;
         let names = flow.definition.pending_trigger_events(&state);
-        if !names.is_empty() {
-            let facts = events::facts(txn, subject, &names).await?;
-            outcome.absorb(triggers::settle(&flow.definition, &subject.attributes, &mut state, &facts, now));
-        }
-        // Bookkeeping for analytics: rows for steps that now apply, stamped when reached.
-        // It is saved, but is no change a subscriber sees (no new revision).
-        let reached = progress::mark_reached(&flow.definition, &subject.attributes, &mut state, now);
-        if !outcome.changed {
-            if !reached.is_empty() {
-                enrollments::save(txn, &record, &state, &reached).await?;
+        let facts = events::facts(txn, subject, &names).await?;
+        let planned = plan(subject, flow, record, state, outcome, &facts, now);
+        let mut advanced = write(txn, vec![planned], now).await?;
+        Ok(advanced.remove(0))
+    }
+
+    /// `advance` with no change of its own, for many enrollments (of one or many owners)
+    /// at once: their events are read in one query and their writes are one statement
+    /// per table. Results come back in the order given.
+    pub(super) async fn advance_all(
+        &self,
+        txn: &DatabaseTransaction,
+        targets: Vec<(&SubjectRecord, &FlowRecord, EnrollmentRecord)>,
+        now: DateTime<Utc>,
+    ) -> AppResult<Vec<Advanced>> {
+        // One owner's stored events serve every flow it is enrolled in: settling matches an
+        // event only to a step not completed yet, whose name is among those asked for.
+        let names: BTreeSet<&str> = targets
+            .iter()
+            .flat_map(|(_, flow, record)| flow.definition.pending_trigger_events(&record.state))
+            .collect();
+        let mut owners: Vec<SubjectRecord> = Vec::new();
+        for (subject, _, _) in &targets {
+            if !owners.iter().any(|o| o.id == subject.id) {
+                owners.push((*subject).clone());
             }
-            return Ok(Advanced { state, outcome });
         }
-        let domain_events = changes::between(before, &state, &outcome.changed_steps);
-        // Every award goes through the ledger, once per subject and reason; the total on
-        // the enrollment is read back from it, so the two cannot disagree.
-        let awards = changes::awards(&flow.definition, &domain_events);
-        for award in &awards {
-            points::award(txn, subject.id, record.id, award.amount, &award.reason, now).await?;
-        }
-        if !awards.is_empty() || state.points != before.points {
-            state.points = points::enrollment_total(txn, record.id).await?;
-        }
-        let mut saved = outcome.changed_steps.clone();
-        saved.extend(reached);
-        enrollments::save(txn, &record, &state, &saved).await?;
-        let entries = domain_events
+        let names: Vec<&str> = names.into_iter().collect();
+        let facts: HashMap<i64, Vec<EventFact>> = events::facts_of_all(txn, &owners, &names).await?;
+        let planned = targets
             .into_iter()
-            .map(|event| {
-                let step = event.step.as_deref().and_then(|k| state.steps.get(k).map(|s| (k, s)));
-                let payload = match step {
-                    Some((key, s)) => json!({
-                        "points": flow.definition.step(key).map_or(0, |d| d.points),
-                        "source": s.source.name(),
-                        "eventId": s.event_id,
-                        "metadata": s.metadata,
-                        "skipReason": s.skip_reason,
-                        "revision": state.revision,
-                    }),
-                    None => json!({ "points": state.points, "revision": state.revision }),
-                };
-                OutboxEntry {
-                    kind: event.kind.name(),
-                    subject_id: subject.external_id.clone(),
-                    flow_key: flow.key.clone(),
-                    flow_version: flow.version,
-                    step_key: event.step,
-                    payload: strip_nulls(payload),
-                }
+            .map(|(subject, flow, record)| {
+                let state = record.state.clone();
+                let facts = facts.get(&subject.id).map_or(&[][..], Vec::as_slice);
+                plan(subject, flow, record, state, Outcome::default(), facts, now)
             })
             .collect();
-        outbox::append(txn, entries, now).await?;
-        Ok(Advanced { state, outcome })
+        write(txn, planned, now).await
     }
+}
+
+/// Settles `state` (already changed by the use case) with the owner's stored events and
+/// works out what is written: pure, so a batch is decided before any write.
+fn plan<'a>(
+    subject: &'a SubjectRecord,
+    flow: &'a FlowRecord,
+    before: EnrollmentRecord,
+    mut state: Enrollment,
+    mut outcome: Outcome,
+    facts: &[EventFact],
+    now: DateTime<Utc>,
+) -> Planned<'a> {
+    if !facts.is_empty() {
+        outcome.absorb(triggers::settle(&flow.definition, &subject.attributes, &mut state, facts, now));
+    }
+    // Bookkeeping for analytics: rows for steps that now apply, stamped when reached.
+    // It is saved, but is no change a subscriber sees (no new revision).
+    let reached = progress::mark_reached(&flow.definition, &subject.attributes, &mut state, now);
+    if !outcome.changed {
+        return Planned {
+            subject,
+            flow,
+            before,
+            state,
+            outcome,
+            saved: reached,
+            domain_events: Vec::new(),
+            awards: Vec::new(),
+        };
+    }
+    let domain_events = changes::between(&before.state, &state, &outcome.changed_steps);
+    let awards = changes::awards(&flow.definition, &domain_events);
+    let mut saved = outcome.changed_steps.clone();
+    saved.extend(reached);
+    Planned { subject, flow, before, state, outcome, saved, domain_events, awards }
+}
+
+/// Writes planned enrollments, one statement per table for all of them, in the order
+/// one enrollment needs: ledger, totals read back, enrollment and steps, outbox.
+async fn write(
+    txn: &DatabaseTransaction,
+    mut planned: Vec<Planned<'_>>,
+    now: DateTime<Utc>,
+) -> AppResult<Vec<Advanced>> {
+    // Every award goes through the ledger, once per subject and reason; the total on
+    // the enrollment is read back from it, so the two cannot disagree.
+    let awards: Vec<points::Award> = planned
+        .iter()
+        .flat_map(|p| {
+            p.awards.iter().map(|a| points::Award {
+                subject_id: p.subject.id,
+                enrollment_id: p.before.id,
+                amount: a.amount,
+                reason: a.reason.clone(),
+            })
+        })
+        .collect();
+    points::award_all(txn, &awards, now).await?;
+    let recount: Vec<i64> = planned
+        .iter()
+        .filter(|p| p.outcome.changed && (!p.awards.is_empty() || p.state.points != p.before.state.points))
+        .map(|p| p.before.id)
+        .collect();
+    if !recount.is_empty() {
+        let totals = points::enrollment_totals(txn, &recount).await?;
+        for p in planned.iter_mut().filter(|p| recount.contains(&p.before.id)) {
+            p.state.points = totals.get(&p.before.id).copied().unwrap_or(0);
+        }
+    }
+    let saves: Vec<Save<'_>> = planned
+        .iter()
+        .filter(|p| p.outcome.changed || !p.saved.is_empty())
+        .map(|p| Save { before: &p.before, after: &p.state, changed_steps: &p.saved })
+        .collect();
+    enrollments::save_all(txn, &saves).await?;
+    let entries = planned.iter_mut().flat_map(outbox_entries).collect();
+    outbox::append(txn, entries, now).await?;
+    Ok(planned.into_iter().map(|p| Advanced { state: p.state, outcome: p.outcome }).collect())
+}
+
+/// The outbox entries of one enrollment's domain events, with its points as saved.
+fn outbox_entries(p: &mut Planned<'_>) -> Vec<OutboxEntry> {
+    let (state, flow) = (&p.state, p.flow);
+    std::mem::take(&mut p.domain_events)
+        .into_iter()
+        .map(|event| {
+            let step = event.step.as_deref().and_then(|k| state.steps.get(k).map(|s| (k, s)));
+            let payload = match step {
+                Some((key, s)) => json!({
+                    "points": flow.definition.step(key).map_or(0, |d| d.points),
+                    "source": s.source.name(),
+                    "eventId": s.event_id,
+                    "metadata": s.metadata,
+                    "skipReason": s.skip_reason,
+                    "revision": state.revision,
+                }),
+                None => json!({ "points": state.points, "revision": state.revision }),
+            };
+            OutboxEntry {
+                kind: event.kind.name(),
+                subject_id: p.subject.external_id.clone(),
+                flow_key: flow.key.clone(),
+                flow_version: flow.version,
+                step_key: event.step,
+                payload: strip_nulls(payload),
+            }
+        })
+        .collect()
 }
 
 fn strip_nulls(mut v: Value) -> Value {

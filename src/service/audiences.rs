@@ -12,33 +12,48 @@ use crate::persistence::flows::FlowRecord;
 use crate::persistence::subjects::SubjectRecord;
 
 impl Onramp {
+    /// The newest active version of every flow with an audience: only these enroll
+    /// anyone unasked.
+    pub(super) async fn audience_flows(&self, txn: &DatabaseTransaction) -> AppResult<Vec<FlowRecord>> {
+        let open = self.flows.latest_active_all(txn).await?;
+        Ok(open.into_iter().filter(|f| f.definition.audience.is_some()).collect())
+    }
+
     /// Enrolls the subject in every active flow whose audience admits it and that it is
-    /// not enrolled in yet, and returns those flows' keys. The caller advances them (so
-    /// stored events complete what they trigger) with its own change.
+    /// not enrolled in yet, and returns those flows. The caller advances them (so stored
+    /// events complete what they trigger) with its own change.
     pub(super) async fn auto_enroll(
         &self,
         txn: &DatabaseTransaction,
         subject: &SubjectRecord,
         now: DateTime<Utc>,
     ) -> AppResult<Vec<FlowRecord>> {
-        let owner = subject.owner();
-        let keys: Vec<String> = self
-            .flows
-            .latest_active_all(txn)
-            .await?
-            .into_iter()
-            // Only flows with an audience enroll anyone unasked, and only owners of their
-            // scope; the version entered decides below.
-            .filter(|f| f.definition.audience.is_some() && f.scope == owner.scope())
-            .map(|f| f.key)
-            .collect();
-        if keys.is_empty() {
+        let audience = self.audience_flows(txn).await?;
+        if !audience.iter().any(|f| f.scope == subject.owner().scope()) {
             return Ok(Vec::new());
         }
         let enrolled: Vec<String> =
             enrollments::list_for_subject(txn, subject.id, true).await?.into_iter().map(|e| e.flow_key).collect();
+        let enrolled: Vec<&str> = enrolled.iter().map(String::as_str).collect();
+        self.enroll_in_audiences(txn, subject, &audience, &enrolled, now).await
+    }
+
+    /// `auto_enroll` given the audience flows and the keys of the flows the subject is
+    /// enrolled in, both already read (a batch of events reads them once for all owners).
+    pub(super) async fn enroll_in_audiences(
+        &self,
+        txn: &DatabaseTransaction,
+        subject: &SubjectRecord,
+        audience: &[FlowRecord],
+        enrolled: &[&str],
+        now: DateTime<Utc>,
+    ) -> AppResult<Vec<FlowRecord>> {
+        let owner = subject.owner();
         let mut added = Vec::new();
-        for key in keys.iter().filter(|k| !enrolled.contains(k)) {
+        // Only owners of a flow's scope; the version entered decides below.
+        for key in
+            audience.iter().filter(|f| f.scope == owner.scope() && !enrolled.contains(&f.key.as_str())).map(|f| &f.key)
+        {
             // The version the subject would enter (an experiment may choose it) decides.
             let Some((flow, assignment)) = self.entry(txn, &owner, key).await? else { continue };
             if !flow.definition.enrolls_automatically(&subject.attributes) {

@@ -1,16 +1,19 @@
 //! Product events: stored exactly once under their idempotency key, then matched against
 //! the triggers of every flow the user, and the workspace it happened in, is enrolled in.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, SubsecRound, Utc};
+use sea_orm::DatabaseTransaction;
 use serde_json::Value;
 
 use super::Onramp;
-use crate::domain::{Outcome, Owner};
+use crate::domain::Owner;
 use crate::error::{AppError, AppResult, ErrorCode};
+use crate::persistence::begin_write;
+use crate::persistence::enrollments::{self, EnrollmentRecord};
 use crate::persistence::events::{self, StoredEvent};
-use crate::persistence::{begin_write, enrollments, subjects};
+use crate::persistence::subjects::{self, SubjectRecord};
 
 /// The largest batch `trackEvents` takes.
 pub const MAX_EVENT_BATCH: usize = 1000;
@@ -91,22 +94,87 @@ impl Onramp {
 
         // Locks are taken in a fixed order, so concurrent batches (and a batch and a
         // version migration) cannot deadlock: subject rows by key, then event ids, then
-        // each owner's enrollments by owner key.
-        let owners: BTreeMap<String, Owner> =
-            good.iter().flat_map(|&i| inputs[i].owners()).map(|o| (o.key(), o)).collect();
+        // the owners' enrollments by owner key and flow key.
+        let owners: BTreeSet<String> = good.iter().flat_map(|&i| inputs[i].owners()).map(|o| o.key()).collect();
         let txn = begin_write(&self.db).await?;
-        let mut rows = BTreeMap::new();
-        for key in owners.keys() {
-            rows.insert(key.clone(), subjects::ensure(&txn, key, now).await?);
-        }
-        let row_id = |owner: &Owner| rows.get(&owner.key()).map(|r| r.id);
+        let keys: Vec<&str> = owners.iter().map(String::as_str).collect();
+        let rows: BTreeMap<String, SubjectRecord> =
+            subjects::ensure_all(&txn, &keys, now).await?.into_iter().map(|s| (s.external_id.clone(), s)).collect();
+        self.store(&txn, &inputs, &good, &rows, &mut outcomes, now).await?;
 
-        // Ids sorted (stable, so a repeated id keeps its input order): on PostgreSQL each
-        // insert holds its key until commit.
-        let mut by_id = good.clone();
-        by_id.sort_by(|&a, &b| inputs[a].id.cmp(&inputs[b].id));
-        let mut new_ids: HashSet<&str> = HashSet::new();
-        for &i in &by_id {
+        // Each owner's new events, by input position.
+        let mut mine: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for &i in &good {
+            if matches!(outcomes[i], Some(EventOutcome::New(_))) {
+                for owner in inputs[i].owners() {
+                    let key = rows.get_key_value(&owner.key()).map(|(k, _)| k.as_str());
+                    mine.entry(key.ok_or_else(|| AppError::internal("owner row missing"))?).or_default().push(i);
+                }
+            }
+        }
+        let concerned: Vec<&SubjectRecord> = mine.keys().map(|k| &rows[*k]).collect();
+        let (records, enrolled) = self.lock_enrollments(&txn, &concerned, now).await?;
+        let mut flows = Vec::with_capacity(records.len());
+        for record in &records {
+            flows.push(self.flows.pinned(&txn, record.flow_id).await?);
+        }
+        let targets = records
+            .into_iter()
+            .zip(&flows)
+            .map(|(record, flow)| {
+                let subject = concerned.iter().copied().find(|s| s.id == record.subject_id);
+                Ok((subject.ok_or_else(|| AppError::internal("enrollment of no owner"))?, flow, record))
+            })
+            .collect::<AppResult<Vec<_>>>()?;
+        let owners_of: Vec<&SubjectRecord> = targets.iter().map(|(subject, _, _)| *subject).collect();
+        let advanced = self.advance_all(&txn, targets, now).await?;
+
+        let mut changed: BTreeSet<String> = enrolled;
+        for ((subject, flow), advanced) in owners_of.into_iter().zip(&flows).zip(&advanced) {
+            if advanced.outcome.changed {
+                changed.insert(subject.external_id.clone());
+            }
+            // Report each completion under the event of this batch that caused it.
+            let mine = &mine[subject.external_id.as_str()];
+            for step in &advanced.outcome.changed_steps {
+                let Some(event_id) = advanced.state.steps.get(step).and_then(|s| s.event_id.as_ref()) else {
+                    continue;
+                };
+                if let Some(i) = mine.iter().copied().find(|&i| &inputs[i].id == event_id)
+                    && let Some(EventOutcome::New(completed)) = &mut outcomes[i]
+                {
+                    completed.push(CompletedStep {
+                        flow_key: flow.key.clone(),
+                        version: flow.version,
+                        step_key: step.clone(),
+                        workspace_id: match subject.owner() {
+                            Owner::Workspace(id) => Some(id),
+                            Owner::User(_) => None,
+                        },
+                    });
+                }
+            }
+        }
+        txn.commit().await?;
+        self.realtime.announce(&changed.into_iter().collect::<Vec<_>>()).await;
+        Ok(outcomes.into_iter().map(|o| o.unwrap_or(EventOutcome::Duplicate)).collect())
+    }
+
+    /// Stores the good events of a batch in one statement and sets their outcomes: NEW,
+    /// or for an id stored before (or earlier in the batch) DUPLICATE when the content is
+    /// the same, else CONFLICT.
+    async fn store(
+        &self,
+        txn: &DatabaseTransaction,
+        inputs: &[EventInput],
+        good: &[usize],
+        rows: &BTreeMap<String, SubjectRecord>,
+        outcomes: &mut [Option<EventOutcome>],
+        now: DateTime<Utc>,
+    ) -> AppResult<()> {
+        let row_id = |owner: &Owner| rows.get(&owner.key()).map(|r| r.id);
+        let mut stored = Vec::with_capacity(good.len());
+        for &i in good {
             let input = &inputs[i];
             let (Ok(sender), workspace) = (input.sender(), input.workspace()) else { continue };
             let event = StoredEvent {
@@ -116,12 +184,30 @@ impl Onramp {
                 properties: input.properties.clone(),
                 occurred_at: input.occurred_at.map_or(now, |t| t.trunc_subsecs(6)),
             };
-            outcomes[i] = Some(if events::insert(&txn, &input.id, &event, now).await? {
-                new_ids.insert(input.id.as_str());
+            stored.push((i, event));
+        }
+        // The first of a repeated id is the one inserted; ids sorted, as on PostgreSQL
+        // each insert holds its key until commit.
+        let mut first: BTreeMap<&str, usize> = BTreeMap::new();
+        for (n, (i, _)) in stored.iter().enumerate() {
+            first.entry(inputs[*i].id.as_str()).or_insert(n);
+        }
+        let batch: Vec<(&str, &StoredEvent)> = first.iter().map(|(id, &n)| (*id, &stored[n].1)).collect();
+        let new_ids = events::insert_all(txn, &batch, now).await?;
+        let is_new = |n: usize| {
+            let id = inputs[stored[n].0].id.as_str();
+            first[id] == n && new_ids.contains(id)
+        };
+        let taken: BTreeSet<&str> =
+            (0..stored.len()).filter(|&n| !is_new(n)).map(|n| inputs[stored[n].0].id.as_str()).collect();
+        let existing = if taken.is_empty() { Default::default() } else { events::find_all(txn, taken).await? };
+        for (n, (i, event)) in stored.iter().enumerate() {
+            let input = &inputs[*i];
+            outcomes[*i] = Some(if is_new(n) {
                 EventOutcome::New(Vec::new())
             } else {
-                match events::find(&txn, &input.id).await? {
-                    Some(stored) if same_event(&stored, &event, input.occurred_at.is_some()) => EventOutcome::Duplicate,
+                match existing.get(&input.id) {
+                    Some(s) if same_event(s, event, input.occurred_at.is_some()) => EventOutcome::Duplicate,
                     _ => EventOutcome::Rejected(AppError::new(
                         ErrorCode::Conflict,
                         format!("event id `{}` was already used for different content", input.id),
@@ -129,53 +215,39 @@ impl Onramp {
                 }
             });
         }
+        Ok(())
+    }
 
-        let mut changed = Vec::new();
-        for (key, owner) in &owners {
-            // This owner's new events, by input position.
-            let mine: Vec<usize> = good
-                .iter()
-                .copied()
-                .filter(|&i| new_ids.contains(inputs[i].id.as_str()) && inputs[i].owners().contains(owner))
-                .collect();
-            if mine.is_empty() {
-                continue;
+    /// The owners' enrollments, locked, in the order to apply them (owner key, flow key),
+    /// after enrolling each in the audience flows that admit it (returned: their keys,
+    /// news for subscribers).
+    async fn lock_enrollments(
+        &self,
+        txn: &DatabaseTransaction,
+        owners: &[&SubjectRecord],
+        now: DateTime<Utc>,
+    ) -> AppResult<(Vec<EnrollmentRecord>, BTreeSet<String>)> {
+        let ids: Vec<i64> = owners.iter().map(|s| s.id).collect();
+        let mut records = enrollments::list_for_subjects(txn, &ids, true).await?;
+        let audience = self.audience_flows(txn).await?;
+        let mut enrolled = BTreeSet::new();
+        for subject in owners {
+            let has: Vec<&str> =
+                records.iter().filter(|r| r.subject_id == subject.id).map(|r| r.flow_key.as_str()).collect();
+            let added = self.enroll_in_audiences(txn, subject, &audience, &has, now).await?;
+            for flow in &added {
+                let record = enrollments::find(txn, subject.id, &flow.key, true)
+                    .await?
+                    .ok_or_else(|| AppError::internal("enrollment vanished after insert"))?;
+                records.push(record);
             }
-            let subject = &rows[key];
-            // Flows whose audience admits the owner enroll it; the loop below applies the
-            // events to them like to every other enrollment.
-            let mut any_change = !self.auto_enroll(&txn, subject, now).await?.is_empty();
-            for record in enrollments::list_for_subject(&txn, subject.id, true).await? {
-                let flow = self.flows.pinned(&txn, record.flow_id).await?;
-                let advanced = self.advance(&txn, subject, &flow, record, |_| Ok(Outcome::default()), now).await?;
-                any_change |= advanced.outcome.changed;
-                // Report each completion under the event of this batch that caused it.
-                for step in &advanced.outcome.changed_steps {
-                    let Some(event_id) = advanced.state.steps.get(step).and_then(|s| s.event_id.as_ref()) else {
-                        continue;
-                    };
-                    if let Some(i) = mine.iter().copied().find(|&i| &inputs[i].id == event_id)
-                        && let Some(EventOutcome::New(completed)) = &mut outcomes[i]
-                    {
-                        completed.push(CompletedStep {
-                            flow_key: flow.key.clone(),
-                            version: flow.version,
-                            step_key: step.clone(),
-                            workspace_id: match owner {
-                                Owner::Workspace(id) => Some(id.clone()),
-                                Owner::User(_) => None,
-                            },
-                        });
-                    }
-                }
-            }
-            if any_change {
-                changed.push(key.clone());
+            if !added.is_empty() {
+                enrolled.insert(subject.external_id.clone());
             }
         }
-        txn.commit().await?;
-        self.realtime.announce(&changed).await;
-        Ok(outcomes.into_iter().map(|o| o.unwrap_or(EventOutcome::Duplicate)).collect())
+        let key_of = |r: &EnrollmentRecord| owners.iter().find(|s| s.id == r.subject_id).map(|s| s.external_id.clone());
+        records.sort_by_cached_key(|r| (key_of(r), r.flow_key.clone()));
+        Ok((records, enrolled))
     }
 }
 

@@ -18,6 +18,8 @@ both!(
     concurrent_retries_are_applied_once,
     concurrent_events_lose_no_completion,
     overlapping_batches_in_any_order_do_not_deadlock,
+    one_batch_for_many_owners_with_repeated_ids,
+    concurrent_batches_over_the_same_users_count_each_completion_once,
     a_mixed_batch_applies_the_good_and_rejects_the_bad,
     batch_size_is_limited,
     nul_characters_are_rejected_not_fatal,
@@ -887,6 +889,134 @@ async fn overlapping_batches_in_any_order_do_not_deadlock(app: TestApp) {
         assert_eq!(s["points"], 1, "{subject}: tour once");
         assert_eq!(step(&s, "tour")["status"], "COMPLETED");
     }
+}
+
+async fn one_batch_for_many_owners_with_repeated_ids(app: TestApp) {
+    // A batch is applied to all its owners at once: each event keeps its own outcome and
+    // completions, a repeated id inside the batch is a duplicate (or a conflict), and a
+    // step unlocked by an event of the batch is completed by another event of it.
+    app.publish(setup_flow()).await;
+    app.publish(growth_flow()).await;
+    let users: Vec<String> = (0..12).map(|i| format!("u{i:02}")).collect();
+    for (i, user) in users.iter().enumerate() {
+        start(&app, user, "setup").await;
+        if i < 6 {
+            start(&app, user, "growth").await;
+        }
+    }
+    let mut batch = Vec::new();
+    for (i, user) in users.iter().enumerate().rev() {
+        if i % 3 == 0 {
+            batch.push(event(&format!("inv-{i}"), user, "team.invited", json!({ "count": 3 })));
+        }
+        batch.push(event(&format!("ver-{i}"), user, "user.email_verified", json!({ "via": "link" })));
+        if i % 2 == 0 {
+            batch.push(event(&format!("tour-{i}"), user, "tour.done", json!({})));
+        }
+    }
+    let singles = batch.len();
+    batch.push(event("ver-3", "u03", "user.email_verified", json!({ "via": "link" })));
+    batch.push(event("ver-4", "u05", "user.email_verified", json!({ "via": "link" })));
+    batch.push(event("lone", "nobody", "tour.done", json!({})));
+    let results = track_batch(&app, batch.clone()).await;
+    assert_eq!(results.len(), batch.len());
+    for (sent, result) in batch.iter().zip(&results).take(singles) {
+        let id = sent["id"].as_str().unwrap();
+        assert_eq!(result["id"], id);
+        let i: usize = id.rsplit('-').next().unwrap().parse().unwrap();
+        let expected = match id.split('-').next().unwrap() {
+            "inv" => vec![done("setup", "invite")],
+            "ver" if i < 6 => vec![done("growth", "confirmed"), done("setup", "verify")],
+            "ver" => vec![done("setup", "verify")],
+            _ => vec![done("setup", "tour")],
+        };
+        assert_new(result, &expected);
+    }
+    assert_duplicate(&results[singles]);
+    assert_rejected(&results[singles + 1], "CONFLICT");
+    assert_new(&results[singles + 2], &[]);
+
+    for (i, user) in users.iter().enumerate() {
+        let setup = status(&app, user, "setup").await;
+        let points = 10 + if i % 3 == 0 { 20 } else { 0 } + if i % 2 == 0 { 1 } else { 0 };
+        assert_eq!(setup["points"], points, "{user}");
+        assert_eq!(enrollment_number(&app, "points", user, "setup").await, points, "{user}");
+        assert_eq!(stored_step(&app, user, "setup", "verify").await, format!("COMPLETED/EVENT/ver-{i}"));
+        if i < 6 {
+            assert_eq!(status(&app, user, "growth").await["points"], 3, "{user}");
+        }
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM events").await, singles as i64 + 1);
+    assert_eq!(events_of(&app, "u05").await, 1, "the conflicting copy stored nothing");
+    let ledger = app.count("SELECT COUNT(*) FROM points_ledger").await;
+    let outbox_rows = app.count("SELECT COUNT(*) FROM outbox").await;
+    assert_eq!(ledger, 12 + 4 + 6 + 6);
+
+    // The whole batch again: duplicates (and the conflict again), nothing written.
+    let again = track_batch(&app, batch.clone()).await;
+    for (n, result) in again.iter().enumerate() {
+        if n == singles + 1 {
+            assert_rejected(result, "CONFLICT");
+        } else {
+            assert_duplicate(result);
+        }
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM points_ledger").await, ledger);
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, outbox_rows);
+}
+
+async fn concurrent_batches_over_the_same_users_count_each_completion_once(app: TestApp) {
+    // Batches touching the same users in different orders run at once: none deadlocks
+    // (each locks owners in one order), and every completion and award happens once.
+    let steps: Vec<Value> = (0..8)
+        .map(|i| {
+            json!({ "key": format!("s{i}"), "title": format!("Step {i}"), "points": 1 << i,
+                    "trigger": { "event": format!("race.s{i}") } })
+        })
+        .collect();
+    app.publish(json!({ "key": "race", "title": "Race", "steps": steps })).await;
+    let users: Vec<String> = (0..10).map(|i| format!("z{i}")).collect();
+    for user in &users {
+        start(&app, user, "race").await;
+    }
+    let app = Arc::new(app);
+    let mut tasks = Vec::new();
+    for copy in 0..4usize {
+        let mut order = users.clone();
+        order.rotate_left(copy * 3);
+        if copy % 2 == 1 {
+            order.reverse();
+        }
+        let mut batch = Vec::new();
+        for user in &order {
+            for i in 0..8 {
+                // Each step's event under an id of this batch, and under an id all share.
+                batch.push(event(&format!("c{copy}-{user}-{i}"), user, &format!("race.s{i}"), json!({})));
+                batch.push(event(&format!("shared-{user}-{i}"), user, &format!("race.s{i}"), json!({})));
+            }
+        }
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move { track_batch(&app, batch).await }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.extend(t.await.expect("task"));
+    }
+    let new_shared =
+        results.iter().filter(|r| r["id"].as_str().unwrap().starts_with("shared-") && r["status"] == "NEW");
+    assert_eq!(new_shared.count(), 80, "each shared id is new exactly once");
+    let reported: usize = results.iter().map(|r| r["completed"].as_array().unwrap().len()).sum();
+    assert_eq!(reported, 80, "each completion reported under one event");
+    for user in &users {
+        let s = status(&app, user, "race").await;
+        assert_eq!(s["points"], 255, "{user}");
+        assert_eq!(s["status"], "COMPLETED", "{user}");
+        assert_eq!(enrollment_number(&app, "points", user, "race").await, 255, "{user}");
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM points_ledger").await, 80);
+    assert_eq!(app.count("SELECT COUNT(*) FROM events").await, 4 * 80 + 80);
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox WHERE kind = 'step_completed'").await, 80);
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox WHERE kind = 'onboarding_completed'").await, 10);
 }
 
 async fn nul_characters_are_rejected_not_fatal(app: TestApp) {
