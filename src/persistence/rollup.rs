@@ -102,9 +102,22 @@ pub async fn compact(db: &DatabaseConnection, limit: u64) -> Result<u64, DbErr> 
     Ok(rows.len() as u64)
 }
 
-/// Folds every delta there is.
+/// Folds every delta there is. On PostgreSQL the deltas table is then vacuumed: it churns
+/// by design (every row is deleted seconds after it is written), and readers scan it, so
+/// its dead rows are cleared now rather than whenever autovacuum's thresholds say (or
+/// never, where autovacuum is off). SKIP_LOCKED: another instance's vacuum is as good.
 pub async fn compact_all(db: &DatabaseConnection) -> Result<(), DbErr> {
-    while compact(db, 50_000).await? > 0 {}
+    let mut folded = 0;
+    loop {
+        let n = compact(db, 50_000).await?;
+        if n == 0 {
+            break;
+        }
+        folded += n;
+    }
+    if folded > 0 && is_postgres(db) {
+        db.execute_unprepared("VACUUM (SKIP_LOCKED) rollup_deltas").await?;
+    }
     Ok(())
 }
 
