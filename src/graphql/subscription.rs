@@ -1,5 +1,7 @@
 //! Live progress over websockets.
 
+use std::fmt::{self, Write as _};
+use std::hash::{DefaultHasher, Hasher};
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, Result, Subscription};
@@ -28,43 +30,85 @@ impl Subscription {
         flow_key: String,
         subject_id: Option<ID>,
         workspace_id: Option<ID>,
-    ) -> Result<impl Stream<Item = Result<OnboardingStatus>> + use<>> {
+    ) -> Result<impl Stream<Item = Result<Box<OnboardingStatus>>> + use<>> {
         let party = party(ctx, subject_id.as_ref(), workspace_id.as_ref())?;
         let onramp = onramp(ctx).clone();
-        // Watch before the first read, so a change between the two is not missed.
-        let watch = onramp.realtime().hub().watch(&onramp.owner(&party, &flow_key).await?.key());
-        let first = OnboardingStatus::from(&onramp.status(&party, &flow_key).await?);
+        // Boxed, like every read below: async-graphql keeps this resolver's future inside
+        // the subscription's stream for as long as the subscription lives, and a future
+        // is as large as the largest one it awaits inline (a database read is many KB).
+        let (watch, first) = Box::pin(async {
+            // Watch before the first read, so a change between the two is not missed.
+            let watch = onramp.realtime().hub().watch(&onramp.owner(&party, &flow_key).await?.key());
+            let first = Box::new(OnboardingStatus::from(&onramp.status(&party, &flow_key).await?));
+            Ok::<_, async_graphql::Error>((watch, first))
+        })
+        .await?;
         let state = Progress { onramp, party, flow_key, watch, first: Some(first), last: None, resyncs: 0 };
         Ok(stream::unfold(state, Progress::next))
     }
 }
 
+/// One subscription between snapshots: thousands are idle at once, so it keeps what it
+/// needs to read the next snapshot and to compare it with the last one sent, nothing more.
+/// Snapshots travel boxed: async-graphql holds a stream's items and futures inline for
+/// the subscription's lifetime, and a snapshot by value is hundreds of bytes.
 struct Progress {
     onramp: Arc<Onramp>,
     party: Party,
     flow_key: String,
     watch: Watch,
-    first: Option<OnboardingStatus>,
-    last: Option<OnboardingStatus>,
+    first: Option<Box<OnboardingStatus>>,
+    last: Option<Sent>,
     resyncs: u64,
 }
 
+/// The last snapshot sent, as its revision and a fingerprint of the whole, rather than
+/// the snapshot itself (several KB for a flow of a few dozen steps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Sent {
+    revision: i64,
+    fingerprint: u64,
+}
+
+impl Sent {
+    fn of(snapshot: &OnboardingStatus) -> Sent {
+        Sent { revision: snapshot.revision, fingerprint: fingerprint(snapshot) }
+    }
+}
+
+/// A 64-bit hash of a snapshot's every field, through its Debug form (the GraphQL types
+/// hold JSON, which has no Hash); equal snapshots always have equal fingerprints.
+fn fingerprint(snapshot: &OnboardingStatus) -> u64 {
+    struct HashWriter(DefaultHasher);
+    impl fmt::Write for HashWriter {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.0.write(s.as_bytes());
+            Ok(())
+        }
+    }
+    let mut writer = HashWriter(DefaultHasher::new());
+    let _ = write!(writer, "{snapshot:?}");
+    writer.0.finish()
+}
+
 impl Progress {
-    async fn next(mut self) -> Option<(Result<OnboardingStatus>, Self)> {
+    async fn next(mut self) -> Option<(Result<Box<OnboardingStatus>>, Self)> {
         if let Some(first) = self.first.take() {
-            self.last = Some(first.clone());
+            self.last = Some(Sent::of(&first));
             return Some((Ok(first), self));
         }
         loop {
             let Signal { resyncs, .. } = self.watch.next().await?;
             let forced = resyncs != self.resyncs;
             self.resyncs = resyncs;
-            let snapshot = match self.onramp.status(&self.party, &self.flow_key).await {
-                Ok(s) => OnboardingStatus::from(&s),
+            // Boxed, so the idle wait above does not carry the read's state (see above).
+            let snapshot = match Box::pin(self.onramp.status(&self.party, &self.flow_key)).await {
+                Ok(s) => Box::new(OnboardingStatus::from(&s)),
                 Err(e) => return Some((Err(e.into()), self)),
             };
-            if self.should_send(&snapshot, forced) {
-                self.last = Some(snapshot.clone());
+            let sent = Sent::of(&snapshot);
+            if self.should_send(sent, forced) {
+                self.last = Some(sent);
                 return Some((Ok(snapshot), self));
             }
         }
@@ -72,11 +116,11 @@ impl Progress {
 
     /// Newer revisions always; the same revision only when something else changed (what
     /// applies before enrollment) or a resync asks for it; older revisions never.
-    fn should_send(&self, snapshot: &OnboardingStatus, forced: bool) -> bool {
+    fn should_send(&self, snapshot: Sent, forced: bool) -> bool {
         match &self.last {
             None => true,
             Some(last) if snapshot.revision > last.revision => true,
-            Some(last) if snapshot.revision == last.revision => forced || snapshot != last,
+            Some(last) if snapshot.revision == last.revision => forced || snapshot != *last,
             Some(_) => false,
         }
     }

@@ -56,8 +56,11 @@ async fn graphql(State(state): State<AppState>, headers: HeaderMap, request: Gra
     response.into()
 }
 
-/// Small buffers: thousands of idle subscribers each hold one.
-const WS_BUFFER_BYTES: usize = 4 * 1024;
+/// Small buffers: thousands of idle subscribers each hold them for as long as they are
+/// connected. Client messages are a few hundred bytes (connection_init, subscribe,
+/// pong); a larger one is still read whole, only in more than one read.
+const WS_READ_BUFFER_BYTES: usize = 1024;
+const WS_WRITE_BUFFER_BYTES: usize = 4 * 1024;
 const WS_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 async fn graphql_ws(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
@@ -73,8 +76,8 @@ async fn graphql_ws(State(state): State<AppState>, headers: HeaderMap, upgrade: 
     };
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .read_buffer_size(WS_BUFFER_BYTES)
-        .write_buffer_size(WS_BUFFER_BYTES)
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        .write_buffer_size(WS_WRITE_BUFFER_BYTES)
         .max_message_size(WS_MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| websocket::serve(socket, protocol, state))
 }
