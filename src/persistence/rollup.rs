@@ -128,8 +128,9 @@ pub async fn compact_all(db: &DatabaseConnection) -> Result<(), DbErr> {
 }
 
 /// Builds the rollup once when it was never built from the rows: a database that had
-/// enrollments before the rollup's migration. Safe with many instances starting at once:
-/// the flag is re-read under the write lock.
+/// enrollments before the rollup's migration. Instances starting at the same moment may
+/// each rebuild; a rebuild replaces everything under its lock, so the later one only
+/// repeats the work.
 pub async fn ensure_built(db: &DatabaseConnection) -> Result<(), DbErr> {
     if built(db).await? {
         return Ok(());
