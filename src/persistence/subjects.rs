@@ -39,21 +39,10 @@ pub async fn find(db: &impl ConnectionTrait, external_id: &str) -> Result<Option
 /// The subject, created with no attributes on first sight. Concurrent first sights are
 /// safe: the insert does nothing when another transaction got there first.
 pub async fn ensure(db: &impl ConnectionTrait, external_id: &str, now: DateTime<Utc>) -> Result<SubjectRecord, DbErr> {
-    if let Some(found) = find(db, external_id).await? {
-        return Ok(found);
-    }
-    let row = subject::ActiveModel {
-        id: NotSet,
-        external_id: Set(external_id.to_string()),
-        attributes: Set(json!({})),
-        created_at: Set(now),
-        updated_at: Set(now),
-    };
-    subject::Entity::insert(row)
-        .on_conflict_do_nothing_on([subject::Column::ExternalId])
-        .exec_without_returning(db)
-        .await?;
-    find(db, external_id).await?.ok_or_else(|| DbErr::RecordNotFound(format!("subject {external_id}")))
+    ensure_all(db, &[external_id], now)
+        .await?
+        .pop()
+        .ok_or_else(|| DbErr::RecordNotFound(format!("subject {external_id}")))
 }
 
 /// `ensure` for several subjects: one query when all exist. `external_ids` are sorted, so
