@@ -52,6 +52,15 @@ pub struct Args {
     /// Demo-data users the status scenario reads.
     #[arg(long, default_value_t = 10_000)]
     pub users: u64,
+    /// Steps of the flow the complete scenario completes (each a fresh completion).
+    #[arg(long, default_value_t = 10)]
+    pub complete_steps: u64,
+    /// Enrolled users the events scenario sends events for.
+    #[arg(long, default_value_t = 20_000)]
+    pub event_users: usize,
+    /// Steps, each with its own trigger event, of the flow the events scenario completes.
+    #[arg(long, default_value_t = 10)]
+    pub event_steps: usize,
     /// Live subscriptions in the subscribers scenario.
     #[arg(long, default_value_t = 10_000)]
     pub subscribers: usize,
@@ -82,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
     if args.smoke {
         args.seconds = 2;
         args.users = args.users.min(300);
+        args.event_users = args.event_users.min(200);
         args.subscribers = args.subscribers.min(300);
         args.analytics_users = args.analytics_users.min(2_000);
         args.concurrency = args.concurrency.min(8);

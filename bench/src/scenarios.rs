@@ -254,39 +254,41 @@ pub async fn status(args: &Args, server: &Server) -> anyhow::Result<Row> {
 }
 
 pub async fn complete(args: &Args, server: &Server) -> anyhow::Result<Row> {
-    const STEPS: u64 = 50;
+    let steps = args.complete_steps.max(1);
+    let flow = format!("bench_complete_{steps}");
     let client = Client::new(&server.url);
     let keys = keys();
     let admin = token(&keys, "bench-admin", Role::Admin);
-    bench_flow(&client, &admin, "bench_complete", STEPS as usize, false).await?;
+    bench_flow(&client, &admin, &flow, steps as usize, false).await?;
     let run = run_id();
     // Enough users that no worker runs out within the phase at a few thousand per second.
-    let per_worker = (args.seconds * 5_000 / STEPS / args.concurrency as u64).max(2);
+    let per_worker = (args.seconds * 5_000 / steps / args.concurrency as u64).max(2);
     let users = per_worker as usize * args.concurrency;
     let names = |prefix: &str| (0..users).map(|n| format!("{prefix}-{run}-{n}")).collect::<Vec<_>>();
     let (server_users, floor_users) = (names("bc"), names("bf"));
     let server_tokens: Vec<String> = server_users.iter().map(|u| token(&keys, u, Role::User)).collect();
     let floor_tokens: Vec<String> = floor_users.iter().map(|u| token(&keys, u, Role::User)).collect();
     eprintln!("bench: complete: enrolling {} + {} users", users, users);
-    enroll(&client, &server_tokens, "bench_complete", args.concurrency).await?;
-    enroll(&client, &floor_tokens, "bench_complete", args.concurrency).await?;
+    enroll(&client, &server_tokens, &flow, args.concurrency).await?;
+    enroll(&client, &floor_tokens, &flow, args.concurrency).await?;
     analyze(args).await?;
 
     let concurrency = args.concurrency;
-    let slot = move |w: usize, i: u64| (w + concurrency * (i / STEPS) as usize, i % STEPS);
+    let slot = move |w: usize, i: u64| (w + concurrency * (i / steps) as usize, i % steps);
     let tokens = Arc::new(server_tokens);
     let c = client.clone();
+    let f = Arc::new(flow.clone());
     let (server_run, cores) = measured(
         server,
         load::run(args.concurrency, args.phase(), move |w, i| {
-            let (c, tokens) = (c.clone(), tokens.clone());
+            let (c, tokens, f) = (c.clone(), tokens.clone(), f.clone());
             async move {
                 let (user, step) = slot(w, i);
                 let token = tokens.get(user).context("ran out of users")?;
                 c.gql(
                     token,
                     "mutation($f: String!, $k: String!) { completeStep(flowKey: $f, stepKey: $k) { revision percentComplete } }",
-                    json!({ "f": "bench_complete", "k": format!("s{step}") }),
+                    json!({ "f": f.as_str(), "k": format!("s{step}") }),
                 )
                 .await
                 .map(|_| ())
@@ -299,8 +301,9 @@ pub async fn complete(args: &Args, server: &Server) -> anyhow::Result<Row> {
     // enrollment, upsert the step, write the ledger entry, bump the enrollment.
     let pool = floor_pool(args).await?;
     let floor_users = Arc::new(floor_users);
+    let floor_flow = Arc::new(flow.clone());
     let floor = load::run(args.concurrency, args.phase(), move |w, i| {
-        let (pool, users) = (pool.clone(), floor_users.clone());
+        let (pool, users, flow) = (pool.clone(), floor_users.clone(), floor_flow.clone());
         async move {
             let (user, step) = slot(w, i);
             let user = users.get(user).context("ran out of users")?;
@@ -309,9 +312,10 @@ pub async fn complete(args: &Args, server: &Server) -> anyhow::Result<Row> {
             let mut tx = pool.begin().await?;
             let row = sqlx::query(
                 "SELECT e.id, e.subject_id FROM enrollments e JOIN subjects s ON s.id = e.subject_id \
-                 WHERE s.external_id = $1 AND e.flow_key = 'bench_complete' FOR UPDATE OF e",
+                 WHERE s.external_id = $1 AND e.flow_key = $2 FOR UPDATE OF e",
             )
             .bind(user)
+            .bind(flow.as_str())
             .fetch_one(&mut *tx)
             .await?;
             let (enrollment_id, subject_id): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
@@ -333,7 +337,7 @@ pub async fn complete(args: &Args, server: &Server) -> anyhow::Result<Row> {
             )
             .bind(subject_id)
             .bind(enrollment_id)
-            .bind(format!("onboarding:bench_complete:{step}"))
+            .bind(format!("onboarding:{flow}:{step}"))
             .bind(now)
             .execute(&mut *tx)
             .await?;
@@ -354,7 +358,7 @@ pub async fn complete(args: &Args, server: &Server) -> anyhow::Result<Row> {
         name: "complete".into(),
         unit: "req/s",
         notes: format!(
-            "{users} users x {STEPS} steps, each completion new; floor: lock + step upsert + ledger + enrollment update"
+            "{users} users x {steps} steps, each completion new; floor: lock + step upsert + ledger + enrollment update"
         ),
         server: server_run,
         floor: Some(floor),
@@ -365,16 +369,18 @@ pub async fn complete(args: &Args, server: &Server) -> anyhow::Result<Row> {
 
 pub async fn events(args: &Args, server: &Server) -> anyhow::Result<Row> {
     const BATCH: usize = 100;
-    const STEPS: usize = 100;
+    let steps = args.event_steps.max(1);
+    let flow = format!("bench_events_{steps}");
     let client = Client::new(&server.url);
     let keys = keys();
     let admin = token(&keys, "bench-admin", Role::Admin);
     let service = Arc::new(token(&keys, "bench-service", Role::Service));
-    bench_flow(&client, &admin, "bench_events", STEPS, true).await?;
+    bench_flow(&client, &admin, &flow, steps, true).await?;
     let run = run_id();
-    let users: Vec<String> = (0..if args.smoke { 100 } else { 2_000 }).map(|n| format!("be-{run}-{n}")).collect();
+    let users: Vec<String> = (0..args.event_users.max(1)).map(|n| format!("be-{run}-{n}")).collect();
     let tokens: Vec<String> = users.iter().map(|u| token(&keys, u, Role::User)).collect();
-    enroll(&client, &tokens, "bench_events", args.concurrency).await?;
+    eprintln!("bench: events: enrolling {} users", users.len());
+    enroll(&client, &tokens, &flow, args.concurrency).await?;
     analyze(args).await?;
     let users = Arc::new(users);
 
@@ -391,7 +397,7 @@ pub async fn events(args: &Args, server: &Server) -> anyhow::Result<Row> {
                         json!({
                             "id": format!("{w}-{i}-{k}-{}", uuid::Uuid::new_v4().simple()),
                             "subjectId": users[n],
-                            "name": format!("bench.s{}", (i as usize * 7 + k) % STEPS),
+                            "name": format!("bench.s{}", (i as usize * 7 + k) % steps),
                         })
                     })
                     .collect();
@@ -434,7 +440,7 @@ pub async fn events(args: &Args, server: &Server) -> anyhow::Result<Row> {
                     "{sep}('floor-{}', {}, 'bench.floor{}', '{{}}', $1, $1)",
                     uuid::Uuid::new_v4().simple(),
                     ids[n],
-                    k % STEPS
+                    k % steps
                 ));
             }
             let mut tx = pool.begin().await?;
@@ -452,7 +458,7 @@ pub async fn events(args: &Args, server: &Server) -> anyhow::Result<Row> {
         name: "events".into(),
         unit: "events/s",
         notes: format!(
-            "batches of {BATCH} over {} enrolled users, each event completing a step; floor: the rows inserted, nothing applied",
+            "batches of {BATCH} over {} enrolled users in a flow of {steps} triggered steps, most events completing a step; floor: the rows inserted, nothing applied",
             users.len()
         ),
         server: server_run,

@@ -6,6 +6,7 @@ mod analytics;
 mod events;
 mod experiments;
 mod onboarding;
+mod parsed;
 mod subscription;
 mod types;
 
@@ -43,7 +44,7 @@ pub fn schema_builder() -> SchemaBuilder<Query, Mutation, subscription::Subscrip
 }
 
 pub fn build_schema(onramp: Arc<Onramp>) -> OnrampSchema {
-    schema_builder().data(onramp).finish()
+    schema_builder().data(onramp).extension(parsed::ParsedQueries::default()).finish()
 }
 
 /// The SDL as checked in at schema.graphql; sorted so diffs stay stable.

@@ -5,12 +5,12 @@ use std::collections::{BTreeMap, HashMap};
 use entity::{enrollment, step_progress, subject};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, JoinType, Order, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait, TryInsertResult,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, JoinType, Order, QueryFilter, QueryOrder,
+    QueryResult, QuerySelect, QueryTrait, TryInsertResult,
     sea_query::{Expr, LockType, OnConflict},
 };
 
-use super::{is_postgres, parse_name, rollup as rollup_store};
+use super::{columns, is_postgres, parse_name, rollup as rollup_store};
 use crate::domain::rollup::{self, Cell, Cohort};
 use crate::domain::{Enrollment, EnrollmentStatus, Source, StepState, StepStatus};
 
@@ -61,7 +61,7 @@ pub async fn find(
     let Some(row) = query.one(db).await? else {
         return Ok(None);
     };
-    let steps = step_progress::Entity::find().filter(step_progress::Column::EnrollmentId.eq(row.id)).all(db).await?;
+    let steps = steps_of(db, vec![row.id]).await?.into_iter().map(|s| (s.key, s.state)).collect();
     Ok(Some(record(row, steps)?))
 }
 
@@ -115,11 +115,10 @@ pub async fn list_for_subjects(
 /// Records for enrollment rows, with all their steps loaded in one query.
 async fn with_steps(db: &impl ConnectionTrait, rows: Vec<enrollment::Model>) -> Result<Vec<EnrollmentRecord>, DbErr> {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let mut steps: HashMap<i64, Vec<step_progress::Model>> = HashMap::new();
+    let mut steps: HashMap<i64, BTreeMap<String, StepState>> = HashMap::new();
     if !ids.is_empty() {
-        for step in step_progress::Entity::find().filter(step_progress::Column::EnrollmentId.is_in(ids)).all(db).await?
-        {
-            steps.entry(step.enrollment_id).or_default().push(step);
+        for step in steps_of(db, ids).await? {
+            steps.entry(step.enrollment_id).or_default().insert(step.key, step.state);
         }
     }
     rows.into_iter()
@@ -128,6 +127,64 @@ async fn with_steps(db: &impl ConnectionTrait, rows: Vec<enrollment::Model>) -> 
             record(row, s)
         })
         .collect()
+}
+
+/// One step row, as the domain reads it.
+struct StepRow {
+    enrollment_id: i64,
+    key: String,
+    state: StepState,
+}
+
+/// The columns `StepRow` reads, in its order.
+const STEP_COLUMNS: [step_progress::Column; 12] = [
+    step_progress::Column::EnrollmentId,
+    step_progress::Column::StepKey,
+    step_progress::Column::Status,
+    step_progress::Column::StartedAt,
+    step_progress::Column::CompletedAt,
+    step_progress::Column::SkippedAt,
+    step_progress::Column::SkipReason,
+    step_progress::Column::Metadata,
+    step_progress::Column::Source,
+    step_progress::Column::EventId,
+    step_progress::Column::CompletedBy,
+    step_progress::Column::AvailableAt,
+];
+
+impl FromQueryResult for StepRow {
+    fn from_query_result(row: &QueryResult, _prefix: &str) -> Result<Self, DbErr> {
+        let status: String = columns::get(row, 2)?;
+        let source: String = columns::get(row, 8)?;
+        Ok(StepRow {
+            enrollment_id: columns::get(row, 0)?,
+            key: columns::get(row, 1)?,
+            state: StepState {
+                status: parse_name(&status, StepStatus::parse, "step status")?,
+                started_at: columns::get(row, 3)?,
+                completed_at: columns::get(row, 4)?,
+                skipped_at: columns::get(row, 5)?,
+                skip_reason: columns::get(row, 6)?,
+                metadata: columns::get(row, 7)?,
+                source: parse_name(&source, Source::parse, "step source")?,
+                event_id: columns::get(row, 9)?,
+                completed_by: columns::get(row, 10)?,
+                available_at: columns::get(row, 11)?,
+            },
+        })
+    }
+}
+
+/// The step rows of some enrollments, decoded by position (see `columns`): an event batch
+/// loads thousands of them.
+async fn steps_of(db: &impl ConnectionTrait, enrollment_ids: Vec<i64>) -> Result<Vec<StepRow>, DbErr> {
+    step_progress::Entity::find()
+        .select_only()
+        .columns(STEP_COLUMNS)
+        .filter(step_progress::Column::EnrollmentId.is_in(enrollment_ids))
+        .into_model::<StepRow>()
+        .all(db)
+        .await
 }
 
 /// Inserts a new enrollment unless the subject already has one for the flow key (another
@@ -279,42 +336,13 @@ fn step_rows(save: &Save<'_>) -> Vec<step_progress::ActiveModel> {
         .collect()
 }
 
-/// What a save changes in the analytics rollup: the cells of the rows as loaded against
-/// the cells of the rows as they will be stored (the enrollment as saved, the steps saved,
-/// the other steps as loaded).
+/// What a save changes in the analytics rollup: its enrollment row and the step rows it
+/// writes, from as loaded to as stored.
 fn rollup_changes(save: &Save<'_>) -> Vec<(Cell, i64)> {
-    let before = &save.before.state;
-    let mut stored = before.clone();
-    stored.status = save.after.status;
-    stored.completed_at = save.after.completed_at;
-    for key in save.changed_steps {
-        if let Some(step) = save.after.steps.get(key) {
-            stored.steps.insert(key.clone(), step.clone());
-        }
-    }
-    let cohort = save.before.cohort();
-    rollup::changes(Some((&cohort, before)), Some((&cohort, &stored)))
+    rollup::save_changes(&save.before.cohort(), &save.before.state, save.after, save.changed_steps)
 }
 
-fn record(row: enrollment::Model, steps: Vec<step_progress::Model>) -> Result<EnrollmentRecord, DbErr> {
-    let steps: BTreeMap<String, StepState> = steps
-        .into_iter()
-        .map(|s| {
-            let state = StepState {
-                status: parse_name(&s.status, StepStatus::parse, "step status")?,
-                started_at: s.started_at,
-                completed_at: s.completed_at,
-                skipped_at: s.skipped_at,
-                skip_reason: s.skip_reason,
-                metadata: s.metadata,
-                source: parse_name(&s.source, Source::parse, "step source")?,
-                event_id: s.event_id,
-                completed_by: s.completed_by,
-                available_at: s.available_at,
-            };
-            Ok((s.step_key, state))
-        })
-        .collect::<Result<_, DbErr>>()?;
+fn record(row: enrollment::Model, steps: BTreeMap<String, StepState>) -> Result<EnrollmentRecord, DbErr> {
     Ok(EnrollmentRecord {
         id: row.id,
         subject_id: row.subject_id,

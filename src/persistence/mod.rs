@@ -2,6 +2,7 @@
 //! domain types. No business rules live here.
 
 pub mod analytics;
+mod columns;
 pub mod enrollments;
 pub mod events;
 pub mod experiments;
