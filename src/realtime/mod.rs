@@ -6,7 +6,7 @@
 mod hub;
 mod listener;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde::{Deserialize, Serialize};
@@ -30,8 +30,20 @@ pub struct Announcement {
 pub struct Realtime {
     hub: Arc<Hub>,
     /// Set on PostgreSQL: changes are also NOTIFYed to other instances.
-    notify: Option<DatabaseConnection>,
+    notify: Option<Notifier>,
     instance: String,
+}
+
+/// Sends this instance's NOTIFYs one at a time, each carrying every subject announced
+/// while the one before was in flight. Under load that is one NOTIFY for many writes
+/// instead of one each: a NOTIFY is a round trip, a commit of PostgreSQL's notification
+/// queue (which takes a database-wide lock) and a wake-up of every listening backend.
+struct Notifier {
+    db: DatabaseConnection,
+    /// Announced, not yet sent.
+    pending: Mutex<Vec<String>>,
+    /// Held while a NOTIFY is in flight.
+    sending: tokio::sync::Mutex<()>,
 }
 
 impl Realtime {
@@ -39,7 +51,11 @@ impl Realtime {
         let postgres = db.get_database_backend() == sea_orm::DbBackend::Postgres;
         Realtime {
             hub: Arc::new(Hub::default()),
-            notify: postgres.then(|| db.clone()),
+            notify: postgres.then(|| Notifier {
+                db: db.clone(),
+                pending: Mutex::new(Vec::new()),
+                sending: tokio::sync::Mutex::new(()),
+            }),
             instance: uuid::Uuid::new_v4().simple().to_string(),
         }
     }
@@ -53,7 +69,8 @@ impl Realtime {
     }
 
     /// Tells every watcher, here and on other instances, that these subjects changed.
-    /// Call after commit: a watcher that re-reads must see the change.
+    /// Call after commit: a watcher that re-reads must see the change. Returns once the
+    /// subjects are NOTIFYed, by this call or by one that took them along.
     pub async fn announce(&self, subjects: &[String]) {
         if subjects.is_empty() {
             return;
@@ -61,8 +78,18 @@ impl Realtime {
         for subject in subjects {
             self.hub.changed(subject);
         }
-        let Some(db) = &self.notify else { return };
-        for chunk in chunks(subjects, 7000) {
+        let Some(notifier) = &self.notify else { return };
+        lock(&notifier.pending).extend_from_slice(subjects);
+        // Whoever sends next takes everything pending, ours included; when our turn
+        // comes after that, there is nothing left and we are done.
+        let _turn = notifier.sending.lock().await;
+        let mut batch = std::mem::take(&mut *lock(&notifier.pending));
+        if batch.is_empty() {
+            return;
+        }
+        batch.sort_unstable();
+        batch.dedup();
+        for chunk in chunks(&batch, 7000) {
             let payload =
                 serde_json::to_string(&Announcement { i: self.instance.clone(), s: chunk }).unwrap_or_default();
             let notify = Statement::from_sql_and_values(
@@ -72,11 +99,17 @@ impl Realtime {
             );
             // Losing a notification delays other instances until their next change or
             // resync; it must not fail the write that already committed.
-            if let Err(e) = db.execute_raw(notify).await {
+            if let Err(e) = notifier.db.execute_raw(notify).await {
                 tracing::warn!(error = %e, "NOTIFY failed; other instances miss this change");
             }
         }
     }
+}
+
+/// The pending list, even if a panicking holder poisoned its lock (a list of strings
+/// cannot be left half-changed).
+fn lock(pending: &Mutex<Vec<String>>) -> std::sync::MutexGuard<'_, Vec<String>> {
+    pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Splits subject ids into lists whose JSON stays under `budget` bytes.

@@ -613,6 +613,36 @@ async fn two_processes_share_changes_through_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_on_one_process_all_reach_another() {
+    // An instance NOTIFYs the subjects of concurrent writes together (one NOTIFY may
+    // carry many): none of them may be left out.
+    const USERS: usize = 24;
+    let app = TestApp::postgres().await;
+    let (_a, a) = start_onramp("onramp A", app.database_url()).await;
+    let (_b, b) = start_onramp("onramp B", app.database_url()).await;
+    wait_for_listeners(&app, 3).await;
+    gql_ok(&app, b, &app.admin(), PUBLISH, json!({ "d": live_flow() })).await;
+
+    let tokens: Vec<String> = (0..USERS).map(|i| app.user(&format!("user-{i}"))).collect();
+    let mut clients = Vec::new();
+    for token in &tokens {
+        let mut client = WsClient::authorized(a, TRANSPORT_WS, token).await;
+        assert_eq!(client.watch("1", "live", None).await["status"], "NOT_STARTED");
+        clients.push(client);
+    }
+    let app = &app;
+    let writes = tokens.iter().map(|token| async move {
+        gql_ok(app, b, token, &complete_mutation(), json!({ "f": "live", "k": "profile" })).await
+    });
+    let done = futures_util::future::join_all(writes).await;
+    for (client, done) in clients.iter_mut().zip(done) {
+        let pushed = client.snapshot("1").await;
+        assert_eq!(pushed, done["completeStep"]);
+        assert_eq!(step(&pushed, "profile")["status"], "COMPLETED");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listener_reconnect_resends_every_subscribers_state() {
     let app = TestApp::postgres().await;
     app.publish(sample_flow("welcome")).await;
