@@ -5,11 +5,13 @@ use std::collections::{BTreeMap, HashMap};
 use entity::{enrollment, step_progress, subject};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, JoinType, Order, QueryFilter, QueryOrder,
-    QueryResult, QuerySelect, QueryTrait, TryInsertResult,
-    sea_query::{Expr, LockType, OnConflict},
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, JoinType, Order, QueryFilter,
+    QueryOrder, QueryResult, QuerySelect, QueryTrait, TryInsertResult,
+    sea_query::{Expr, ExprTrait, LockType, OnConflict, Query, SelectStatement},
 };
 
+use super::subjects::SubjectRecord;
+use super::writes::Writes;
 use super::{columns, is_postgres, parse_name, rollup as rollup_store};
 use crate::domain::rollup::{self, Cell, Cohort};
 use crate::domain::{Enrollment, EnrollmentStatus, Source, StepState, StepStatus};
@@ -52,17 +54,176 @@ pub async fn find(
     flow_key: &str,
     for_update: bool,
 ) -> Result<Option<EnrollmentRecord>, DbErr> {
-    let mut query = enrollment::Entity::find()
-        .filter(enrollment::Column::SubjectId.eq(subject_id))
-        .filter(enrollment::Column::FlowKey.eq(flow_key));
-    if for_update && is_postgres(db) {
-        query = query.lock_exclusive();
+    let mut query = Query::select();
+    query
+        .columns(ENROLLMENT_COLUMNS.map(|c| (enrollment::Entity, c)))
+        .from(enrollment::Entity)
+        .and_where(Expr::col((enrollment::Entity, enrollment::Column::SubjectId)).eq(subject_id))
+        .and_where(Expr::col((enrollment::Entity, enrollment::Column::FlowKey)).eq(flow_key));
+    read(db, query, 0, for_update).await.map(|found| found.and_then(|(_, enrollment)| enrollment))
+}
+
+/// Where an owner stands in a flow: its subject and, if enrolled, the enrollment with its
+/// steps; `None` for an owner never seen. One statement, so one snapshot without a
+/// transaction: this is all a status read of an enrolled owner asks of the database.
+pub async fn standing(
+    db: &impl ConnectionTrait,
+    external_id: &str,
+    flow_key: &str,
+) -> Result<Option<(SubjectRecord, Option<EnrollmentRecord>)>, DbErr> {
+    let query = with_subject(external_id, flow_key, JoinType::LeftJoin);
+    match read(db, query, SUBJECT_COLUMNS.len(), false).await? {
+        Some((Some(subject), enrollment)) => Ok(Some((subject, enrollment))),
+        Some((None, _)) => Err(DbErr::Custom("a joined row without its subject".into())),
+        None => Ok(None),
     }
-    let Some(row) = query.one(db).await? else {
-        return Ok(None);
+}
+
+/// The subject and its enrollment in a flow, with steps, the enrollment locked as `find`
+/// locks it: what a write to an existing enrollment reads. `None` when either is missing;
+/// the caller then creates them.
+pub async fn lock_standing(
+    db: &impl ConnectionTrait,
+    external_id: &str,
+    flow_key: &str,
+) -> Result<Option<(SubjectRecord, EnrollmentRecord)>, DbErr> {
+    let query = with_subject(external_id, flow_key, JoinType::InnerJoin);
+    Ok(match read(db, query, SUBJECT_COLUMNS.len(), true).await? {
+        Some((Some(subject), Some(enrollment))) => Some((subject, enrollment)),
+        _ => None,
+    })
+}
+
+/// Runs a read of (subject columns, when `enrollment_at` > 0, then) `ENROLLMENT_COLUMNS`
+/// from `enrollment_at`, and gathers the enrollment's steps with it.
+///
+/// Unlocked, the steps are joined into the same statement: one round trip, one snapshot.
+/// Locked, they are read after the lock is granted, in a statement of their own. Joined
+/// to a `FOR UPDATE`, they would come from the snapshot taken *before* waiting for the
+/// lock (PostgreSQL re-reads only the locked row after the wait), so a writer queued
+/// behind another would see its steps as they were and overwrite the other's changes.
+async fn read(
+    db: &impl ConnectionTrait,
+    mut query: SelectStatement,
+    enrollment_at: usize,
+    for_update: bool,
+) -> Result<Option<(Option<SubjectRecord>, Option<EnrollmentRecord>)>, DbErr> {
+    if for_update {
+        if is_postgres(db) {
+            query.lock_with_tables(LockType::Update, [enrollment::Entity]);
+        }
+        let rows = db.query_all(&query).await?;
+        return match gather(&rows, enrollment_at, false)? {
+            Some((subject, Some(mut enrollment))) => {
+                for step in steps_of(db, vec![enrollment.id]).await? {
+                    enrollment.state.steps.insert(step.key, step.state);
+                }
+                Ok(Some((subject, Some(enrollment))))
+            }
+            other => Ok(other),
+        };
+    }
+    query.columns(STEP_COLUMNS.map(|c| (step_progress::Entity, c))).join(
+        JoinType::LeftJoin,
+        step_progress::Entity,
+        Expr::col((step_progress::Entity, step_progress::Column::EnrollmentId))
+            .equals((enrollment::Entity, enrollment::Column::Id)),
+    );
+    gather(&db.query_all(&query).await?, enrollment_at, true)
+}
+
+/// subject ⋈ its enrollment in `flow_key`, joined as `join` says.
+fn with_subject(external_id: &str, flow_key: &str, join: JoinType) -> SelectStatement {
+    let mut query = Query::select();
+    query
+        .columns(SUBJECT_COLUMNS.map(|c| (subject::Entity, c)))
+        .columns(ENROLLMENT_COLUMNS.map(|c| (enrollment::Entity, c)))
+        .from(subject::Entity)
+        .join(
+            join,
+            enrollment::Entity,
+            Condition::all()
+                .add(
+                    Expr::col((enrollment::Entity, enrollment::Column::SubjectId))
+                        .equals((subject::Entity, subject::Column::Id)),
+                )
+                .add(Expr::col((enrollment::Entity, enrollment::Column::FlowKey)).eq(flow_key)),
+        )
+        .and_where(Expr::col((subject::Entity, subject::Column::ExternalId)).eq(external_id));
+    query
+}
+
+/// The subject columns the joined reads select first.
+const SUBJECT_COLUMNS: [subject::Column; 3] =
+    [subject::Column::Id, subject::Column::ExternalId, subject::Column::Attributes];
+
+/// The enrollment columns the reads select, in the order `enrollment_from` decodes them.
+const ENROLLMENT_COLUMNS: [enrollment::Column; 12] = [
+    enrollment::Column::Id,
+    enrollment::Column::SubjectId,
+    enrollment::Column::FlowId,
+    enrollment::Column::FlowKey,
+    enrollment::Column::Variant,
+    enrollment::Column::Status,
+    enrollment::Column::StartedAt,
+    enrollment::Column::CompletedAt,
+    enrollment::Column::SkippedAt,
+    enrollment::Column::LastActivityAt,
+    enrollment::Column::Points,
+    enrollment::Column::Revision,
+];
+
+/// Folds the rows of a read (subject columns from 0 when `enrollment_at` > 0, the
+/// enrollment's from `enrollment_at`, then, with `steps`, one step's) into the subject and
+/// its enrollment with all its steps. `None` when there are no rows; a left join's missing
+/// side is all NULL, so it decodes as `None`.
+#[allow(clippy::type_complexity)]
+fn gather(
+    rows: &[QueryResult],
+    enrollment_at: usize,
+    steps: bool,
+) -> Result<Option<(Option<SubjectRecord>, Option<EnrollmentRecord>)>, DbErr> {
+    let Some(first) = rows.first() else { return Ok(None) };
+    let subject = match enrollment_at {
+        0 => None,
+        _ => Some(SubjectRecord {
+            id: columns::get(first, 0)?,
+            external_id: columns::get(first, 1)?,
+            attributes: columns::get(first, 2)?,
+        }),
     };
-    let steps = steps_of(db, vec![row.id]).await?.into_iter().map(|s| (s.key, s.state)).collect();
-    Ok(Some(record(row, steps)?))
+    let Some(mut enrollment) = enrollment_from(first, enrollment_at)? else { return Ok(Some((subject, None))) };
+    let step_at = enrollment_at + ENROLLMENT_COLUMNS.len();
+    for row in rows.iter().filter(|_| steps) {
+        if columns::get::<Option<i64>>(row, step_at)?.is_some() {
+            let step = StepRow::decode(row, step_at)?;
+            enrollment.state.steps.insert(step.key, step.state);
+        }
+    }
+    Ok(Some((subject, Some(enrollment))))
+}
+
+/// The enrollment whose `ENROLLMENT_COLUMNS` start at `at`, with no steps yet.
+fn enrollment_from(row: &QueryResult, at: usize) -> Result<Option<EnrollmentRecord>, DbErr> {
+    let Some(id) = columns::get::<Option<i64>>(row, at)? else { return Ok(None) };
+    let status: String = columns::get(row, at + 5)?;
+    Ok(Some(EnrollmentRecord {
+        id,
+        subject_id: columns::get(row, at + 1)?,
+        flow_id: columns::get(row, at + 2)?,
+        flow_key: columns::get(row, at + 3)?,
+        variant: columns::get(row, at + 4)?,
+        state: Enrollment {
+            status: parse_name(&status, EnrollmentStatus::parse, "enrollment status")?,
+            started_at: columns::get(row, at + 6)?,
+            completed_at: columns::get(row, at + 7)?,
+            skipped_at: columns::get(row, at + 8)?,
+            last_activity_at: columns::get(row, at + 9)?,
+            points: columns::get(row, at + 10)?,
+            revision: columns::get(row, at + 11)?,
+            steps: BTreeMap::new(),
+        },
+    }))
 }
 
 /// Every enrollment of a subject, with steps, in two queries; `for_update` as in `find`.
@@ -152,26 +313,33 @@ const STEP_COLUMNS: [step_progress::Column; 12] = [
     step_progress::Column::AvailableAt,
 ];
 
-impl FromQueryResult for StepRow {
-    fn from_query_result(row: &QueryResult, _prefix: &str) -> Result<Self, DbErr> {
-        let status: String = columns::get(row, 2)?;
-        let source: String = columns::get(row, 8)?;
+impl StepRow {
+    /// The row's `STEP_COLUMNS`, selected from position `at` on.
+    fn decode(row: &QueryResult, at: usize) -> Result<Self, DbErr> {
+        let status: String = columns::get(row, at + 2)?;
+        let source: String = columns::get(row, at + 8)?;
         Ok(StepRow {
-            enrollment_id: columns::get(row, 0)?,
-            key: columns::get(row, 1)?,
+            enrollment_id: columns::get(row, at)?,
+            key: columns::get(row, at + 1)?,
             state: StepState {
                 status: parse_name(&status, StepStatus::parse, "step status")?,
-                started_at: columns::get(row, 3)?,
-                completed_at: columns::get(row, 4)?,
-                skipped_at: columns::get(row, 5)?,
-                skip_reason: columns::get(row, 6)?,
-                metadata: columns::get(row, 7)?,
+                started_at: columns::get(row, at + 3)?,
+                completed_at: columns::get(row, at + 4)?,
+                skipped_at: columns::get(row, at + 5)?,
+                skip_reason: columns::get(row, at + 6)?,
+                metadata: columns::get(row, at + 7)?,
                 source: parse_name(&source, Source::parse, "step source")?,
-                event_id: columns::get(row, 9)?,
-                completed_by: columns::get(row, 10)?,
-                available_at: columns::get(row, 11)?,
+                event_id: columns::get(row, at + 9)?,
+                completed_by: columns::get(row, at + 10)?,
+                available_at: columns::get(row, at + 11)?,
             },
         })
+    }
+}
+
+impl FromQueryResult for StepRow {
+    fn from_query_result(row: &QueryResult, _prefix: &str) -> Result<Self, DbErr> {
+        StepRow::decode(row, 0)
     }
 }
 
@@ -232,13 +400,15 @@ pub struct Save<'a> {
     pub changed_steps: &'a [String],
 }
 
-/// Writes the enrollment rows and upserts the steps that changed, for any number of
-/// enrollments in two statements (a batch of events advances hundreds at once). Every
-/// enrollment was loaded under its lock, so each row exists: the enrollment "insert"
-/// always takes the conflict path and updates only the state columns.
-pub async fn save_all(db: &impl ConnectionTrait, saves: &[Save<'_>]) -> Result<(), DbErr> {
+/// Queues the writes of any number of enrollments (a batch of events advances hundreds at
+/// once): their analytics deltas, netted; the enrollment rows; the steps that changed.
+/// Every enrollment was loaded under its lock, so each row exists: the enrollment
+/// "insert" always takes the conflict path and updates only the state columns. Each
+/// enrollment is saved once and each of its steps once, so no row is written twice (as
+/// `Writes` requires).
+pub fn save_all(writes: &mut Writes, saves: &[Save<'_>]) {
     if saves.is_empty() {
-        return Ok(());
+        return;
     }
     // The batch's analytics changes, netted per cell: one insert for all of them.
     let mut net: BTreeMap<Cell, i64> = BTreeMap::new();
@@ -246,7 +416,9 @@ pub async fn save_all(db: &impl ConnectionTrait, saves: &[Save<'_>]) -> Result<(
         *net.entry(cell).or_default() += n;
     }
     let net: Vec<(Cell, i64)> = net.into_iter().filter(|(_, n)| *n != 0).collect();
-    rollup_store::record(db, &net).await?;
+    for statement in rollup_store::deltas(writes.backend(), &net) {
+        writes.push_statement(statement);
+    }
     let rows = saves.iter().map(|s| enrollment::ActiveModel {
         id: Set(s.before.id),
         subject_id: Set(s.before.subject_id),
@@ -263,48 +435,49 @@ pub async fn save_all(db: &impl ConnectionTrait, saves: &[Save<'_>]) -> Result<(
         variant: NotSet,
         elapsed_seconds: Set(rollup::enrollment_elapsed(s.after)),
     });
-    enrollment::Entity::insert_many(rows)
-        .on_conflict(
-            OnConflict::column(enrollment::Column::Id)
-                .update_columns([
-                    enrollment::Column::Status,
-                    enrollment::Column::CompletedAt,
-                    enrollment::Column::SkippedAt,
-                    enrollment::Column::LastActivityAt,
-                    enrollment::Column::Points,
-                    enrollment::Column::Revision,
-                    enrollment::Column::ElapsedSeconds,
-                ])
-                .to_owned(),
-        )
-        .exec_without_returning(db)
-        .await?;
+    writes.push(
+        &enrollment::Entity::insert_many(rows)
+            .on_conflict(
+                OnConflict::column(enrollment::Column::Id)
+                    .update_columns([
+                        enrollment::Column::Status,
+                        enrollment::Column::CompletedAt,
+                        enrollment::Column::SkippedAt,
+                        enrollment::Column::LastActivityAt,
+                        enrollment::Column::Points,
+                        enrollment::Column::Revision,
+                        enrollment::Column::ElapsedSeconds,
+                    ])
+                    .to_owned(),
+            )
+            .into_query(),
+    );
     let steps: Vec<step_progress::ActiveModel> = saves.iter().flat_map(step_rows).collect();
     if steps.is_empty() {
-        return Ok(());
+        return;
     }
-    step_progress::Entity::insert_many(steps)
-        .on_conflict(
-            OnConflict::columns([step_progress::Column::EnrollmentId, step_progress::Column::StepKey])
-                .update_columns([
-                    step_progress::Column::Status,
-                    step_progress::Column::StartedAt,
-                    step_progress::Column::CompletedAt,
-                    step_progress::Column::SkippedAt,
-                    step_progress::Column::SkipReason,
-                    step_progress::Column::Metadata,
-                    step_progress::Column::Source,
-                    step_progress::Column::UpdatedAt,
-                    step_progress::Column::EventId,
-                    step_progress::Column::CompletedBy,
-                    step_progress::Column::AvailableAt,
-                    step_progress::Column::ElapsedSeconds,
-                ])
-                .to_owned(),
-        )
-        .exec_without_returning(db)
-        .await?;
-    Ok(())
+    writes.push(
+        &step_progress::Entity::insert_many(steps)
+            .on_conflict(
+                OnConflict::columns([step_progress::Column::EnrollmentId, step_progress::Column::StepKey])
+                    .update_columns([
+                        step_progress::Column::Status,
+                        step_progress::Column::StartedAt,
+                        step_progress::Column::CompletedAt,
+                        step_progress::Column::SkippedAt,
+                        step_progress::Column::SkipReason,
+                        step_progress::Column::Metadata,
+                        step_progress::Column::Source,
+                        step_progress::Column::UpdatedAt,
+                        step_progress::Column::EventId,
+                        step_progress::Column::CompletedBy,
+                        step_progress::Column::AvailableAt,
+                        step_progress::Column::ElapsedSeconds,
+                    ])
+                    .to_owned(),
+            )
+            .into_query(),
+    );
 }
 
 /// The step rows one save upserts. One row per step: PostgreSQL refuses an upsert that

@@ -4,9 +4,11 @@ use chrono::{DateTime, Utc};
 use entity::outbox;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ConnectionTrait, DbErr, EntityTrait,
+    EntityTrait, QueryTrait,
 };
 use serde_json::Value;
+
+use super::writes::Writes;
 
 pub struct OutboxEntry {
     pub kind: &'static str,
@@ -17,8 +19,8 @@ pub struct OutboxEntry {
     pub payload: Value,
 }
 
-/// Appends entries in order; ids grow, so delivery can follow commit order.
-pub async fn append(db: &impl ConnectionTrait, entries: Vec<OutboxEntry>, now: DateTime<Utc>) -> Result<(), DbErr> {
+/// Queues the entries' insert, in order; ids grow, so delivery can follow commit order.
+pub fn append(writes: &mut Writes, entries: Vec<OutboxEntry>, now: DateTime<Utc>) {
     let rows: Vec<outbox::ActiveModel> = entries
         .into_iter()
         .map(|e| outbox::ActiveModel {
@@ -34,10 +36,9 @@ pub async fn append(db: &impl ConnectionTrait, entries: Vec<OutboxEntry>, now: D
         })
         .collect();
     if rows.is_empty() {
-        return Ok(());
+        return;
     }
     // One statement for all: both backends insert VALUES rows in the order listed, so
     // ids still follow the order given.
-    outbox::Entity::insert_many(rows).exec_without_returning(db).await?;
-    Ok(())
+    writes.push(&outbox::Entity::insert_many(rows).into_query());
 }

@@ -6,8 +6,7 @@ use chrono::{DateTime, Utc};
 use entity::points_entry;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::Expr,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, TryInsertResult,
 };
 
 #[derive(Clone, Debug, PartialEq)]
@@ -25,10 +24,18 @@ pub struct Award {
     pub reason: String,
 }
 
-/// Awards points, in one statement, except those a subject already has for the reason.
-pub async fn award_all(db: &impl ConnectionTrait, awards: &[Award], now: DateTime<Utc>) -> Result<(), DbErr> {
+/// Awards points, in one statement, except those a subject already has for the reason,
+/// and returns what was awarded per enrollment: the entries actually inserted, read back
+/// with RETURNING, so a caller holding the enrollment's lock can add them to its total
+/// without summing the ledger again.
+pub async fn award_all(
+    db: &impl ConnectionTrait,
+    awards: &[Award],
+    now: DateTime<Utc>,
+) -> Result<HashMap<i64, i64>, DbErr> {
+    let mut awarded = HashMap::new();
     if awards.is_empty() {
-        return Ok(());
+        return Ok(awarded);
     }
     let rows = awards.iter().map(|a| points_entry::ActiveModel {
         id: NotSet,
@@ -38,30 +45,16 @@ pub async fn award_all(db: &impl ConnectionTrait, awards: &[Award], now: DateTim
         reason: Set(a.reason.clone()),
         created_at: Set(now),
     });
-    points_entry::Entity::insert_many(rows)
+    let inserted = points_entry::Entity::insert_many(rows)
         .on_conflict_do_nothing_on([points_entry::Column::SubjectId, points_entry::Column::Reason])
-        .exec_without_returning(db)
+        .exec_with_returning_many(db)
         .await?;
-    Ok(())
-}
-
-/// Points earned in each of some enrollments, summed by the database; an enrollment with
-/// no entries is absent.
-pub async fn enrollment_totals(db: &impl ConnectionTrait, enrollment_ids: &[i64]) -> Result<HashMap<i64, i64>, DbErr> {
-    if enrollment_ids.is_empty() {
-        return Ok(HashMap::new());
+    if let TryInsertResult::Inserted(entries) = inserted {
+        for entry in entries {
+            *awarded.entry(entry.enrollment_id).or_default() += entry.amount;
+        }
     }
-    // SUM of a bigint is numeric on PostgreSQL: cast it back.
-    let totals: Vec<(i64, i64)> = points_entry::Entity::find()
-        .select_only()
-        .column(points_entry::Column::EnrollmentId)
-        .expr(Expr::cust("CAST(SUM(amount) AS BIGINT)"))
-        .filter(points_entry::Column::EnrollmentId.is_in(enrollment_ids.iter().copied()))
-        .group_by(points_entry::Column::EnrollmentId)
-        .into_tuple()
-        .all(db)
-        .await?;
-    Ok(totals.into_iter().collect())
+    Ok(awarded)
 }
 
 /// A subject's entries, oldest first.

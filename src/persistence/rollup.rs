@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value};
 
 use super::{begin_write, enrollments, is_postgres};
 use crate::domain::rollup::{self, Cell};
@@ -15,7 +15,7 @@ use crate::domain::rollup::{self, Cell};
 const CHUNK: usize = 1000;
 const COLUMNS: &str = "flow_id, start_day, variant, step_key, measure, bucket, n";
 
-fn insert_cells(db: &impl ConnectionTrait, table: &str, cells: &[(Cell, i64)], upsert: bool) -> Option<Statement> {
+fn insert_cells(backend: DbBackend, table: &str, cells: &[(Cell, i64)], upsert: bool) -> Option<Statement> {
     if cells.is_empty() {
         return None;
     }
@@ -50,23 +50,26 @@ fn insert_cells(db: &impl ConnectionTrait, table: &str, cells: &[(Cell, i64)], u
         ""
     };
     let sql = format!("INSERT INTO {table} ({COLUMNS}) VALUES {}{conflict}", rows.join(", "));
-    Some(Statement::from_sql_and_values(db.get_database_backend(), sql, values))
+    Some(Statement::from_sql_and_values(backend, sql, values))
 }
 
 /// Appends a save's net changes. Insert only: concurrent writers never wait on a cell.
 pub async fn record(db: &impl ConnectionTrait, changes: &[(Cell, i64)]) -> Result<(), DbErr> {
-    for chunk in changes.chunks(CHUNK) {
-        if let Some(statement) = insert_cells(db, "rollup_deltas", chunk, false) {
-            db.execute_raw(statement).await?;
-        }
+    for statement in deltas(db.get_database_backend(), changes) {
+        db.execute_raw(statement).await?;
     }
     Ok(())
+}
+
+/// The statements `record` runs, for a caller that sends them with others.
+pub fn deltas(backend: DbBackend, changes: &[(Cell, i64)]) -> Vec<Statement> {
+    changes.chunks(CHUNK).filter_map(|chunk| insert_cells(backend, "rollup_deltas", chunk, false)).collect()
 }
 
 /// Adds cells to the counts.
 async fn add_counts(db: &impl ConnectionTrait, cells: &[(Cell, i64)]) -> Result<(), DbErr> {
     for chunk in cells.chunks(CHUNK) {
-        if let Some(statement) = insert_cells(db, "rollup_counts", chunk, true) {
+        if let Some(statement) = insert_cells(db.get_database_backend(), "rollup_counts", chunk, true) {
             db.execute_raw(statement).await?;
         }
     }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use sea_orm::DatabaseTransaction;
+use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use serde_json::{Value, json};
 
 use super::Onramp;
@@ -17,6 +17,7 @@ use crate::persistence::enrollments::{self, EnrollmentRecord, Save};
 use crate::persistence::flows::FlowRecord;
 use crate::persistence::outbox::{self, OutboxEntry};
 use crate::persistence::subjects::SubjectRecord;
+use crate::persistence::writes::Writes;
 use crate::persistence::{events, points};
 
 pub(super) struct Advanced {
@@ -128,14 +129,16 @@ fn plan<'a>(
 }
 
 /// Writes planned enrollments, one statement per table for all of them, in the order
-/// one enrollment needs: ledger, totals read back, enrollment and steps, outbox.
+/// one enrollment needs: ledger, enrollment and steps, outbox.
 async fn write(
     txn: &DatabaseTransaction,
     mut planned: Vec<Planned<'_>>,
     now: DateTime<Utc>,
 ) -> AppResult<Vec<Advanced>> {
-    // Every award goes through the ledger, once per subject and reason; the total on
-    // the enrollment is read back from it, so the two cannot disagree.
+    // Every award goes through the ledger, once per subject and reason. An enrollment's
+    // total is its points as loaded (under its lock) plus the entries this write actually
+    // inserted, never the domain's own count: an award the subject already had for the
+    // reason is not paid twice, so ledger and total cannot disagree.
     let awards: Vec<points::Award> = planned
         .iter()
         .flat_map(|p| {
@@ -147,26 +150,21 @@ async fn write(
             })
         })
         .collect();
-    points::award_all(txn, &awards, now).await?;
-    let recount: Vec<i64> = planned
-        .iter()
-        .filter(|p| p.outcome.changed && (!p.awards.is_empty() || p.state.points != p.before.state.points))
-        .map(|p| p.before.id)
-        .collect();
-    if !recount.is_empty() {
-        let totals = points::enrollment_totals(txn, &recount).await?;
-        for p in planned.iter_mut().filter(|p| recount.contains(&p.before.id)) {
-            p.state.points = totals.get(&p.before.id).copied().unwrap_or(0);
-        }
+    let awarded = points::award_all(txn, &awards, now).await?;
+    for p in planned.iter_mut().filter(|p| p.outcome.changed) {
+        p.state.points = p.before.state.points + awarded.get(&p.before.id).copied().unwrap_or(0);
     }
     let saves: Vec<Save<'_>> = planned
         .iter()
         .filter(|p| p.outcome.changed || !p.saved.is_empty())
         .map(|p| Save { before: &p.before, after: &p.state, changed_steps: &p.saved })
         .collect();
-    enrollments::save_all(txn, &saves).await?;
+    // The rest answers nothing the write needs: one round trip (see `Writes`).
+    let mut writes = Writes::new(txn.get_database_backend());
+    enrollments::save_all(&mut writes, &saves);
     let entries = planned.iter_mut().flat_map(outbox_entries).collect();
-    outbox::append(txn, entries, now).await?;
+    outbox::append(&mut writes, entries, now);
+    writes.run(txn).await?;
     Ok(planned.into_iter().map(|p| Advanced { state: p.state, outcome: p.outcome }).collect())
 }
 

@@ -26,16 +26,16 @@ impl Onramp {
         &self,
         txn: &DatabaseTransaction,
         subject: &SubjectRecord,
+        audience: &[FlowRecord],
         now: DateTime<Utc>,
     ) -> AppResult<Vec<FlowRecord>> {
-        let audience = self.audience_flows(txn).await?;
         if !audience.iter().any(|f| f.scope == subject.owner().scope()) {
             return Ok(Vec::new());
         }
         let enrolled: Vec<String> =
             enrollments::list_for_subject(txn, subject.id, true).await?.into_iter().map(|e| e.flow_key).collect();
         let enrolled: Vec<&str> = enrolled.iter().map(String::as_str).collect();
-        self.enroll_in_audiences(txn, subject, &audience, &enrolled, now).await
+        self.enroll_in_audiences(txn, subject, audience, &enrolled, now).await
     }
 
     /// `auto_enroll` given the audience flows and the keys of the flows the subject is

@@ -13,18 +13,20 @@ impl Onramp {
     pub async fn status(&self, party: &Party, flow_key: &str) -> AppResult<Snapshot> {
         let owner = self.owner(party, flow_key).await?;
         let key = owner.key();
-        // One snapshot for every read, or a concurrent write can show up half applied.
-        let txn = begin_read(&self.db).await?;
-        let subject = subjects::find(&txn, &key).await?;
-        let enrollment = match &subject {
-            Some(s) => enrollments::find(&txn, s.id, flow_key, false).await?,
-            None => None,
+        // Subject, enrollment and steps come from one statement, so from one commit.
+        let (subject, enrollment) = match enrollments::standing(&self.db, &key, flow_key).await? {
+            Some((subject, enrollment)) => (Some(subject), enrollment),
+            None => (None, None),
         };
         let (flow, assignment) = match &enrollment {
-            Some(e) => (self.flows.pinned(&txn, e.flow_id).await?, None),
-            None => self.entry(&txn, &owner, flow_key).await?.ok_or_else(|| no_active_flow(flow_key))?,
+            Some(e) => (self.flows.pinned(&self.db, e.flow_id).await?, None),
+            None => {
+                let txn = begin_read(&self.db).await?;
+                let entry = self.entry(&txn, &owner, flow_key).await?.ok_or_else(|| no_active_flow(flow_key))?;
+                txn.commit().await?;
+                entry
+            }
         };
-        txn.commit().await?;
         // Serving the flow under a running experiment is the owner's exposure: the one
         // write a read makes, once per owner and experiment.
         // Only an owner the flow is for can be exposed to it.
@@ -102,21 +104,23 @@ impl Onramp {
         let key = owner.key();
         let now = super::now();
         let txn = begin_write(&self.db).await?;
-        let subject = subjects::ensure(&txn, &key, now).await?;
-        // Flows whose audience admits the owner enroll it on any write; their stored
-        // events apply at once.
-        let mut enrolled = false;
-        for flow in self.auto_enroll(&txn, &subject, now).await? {
-            if flow.key == flow_key {
-                enrolled = true; // an enrollment is news even when the command changes nothing
-                continue; // advanced below, with the command
+        let audience = self.audience_flows(&txn).await?;
+        // The common case, a write to an enrollment that exists when no flow enrolls
+        // this owner's kind automatically, reads subject and enrollment in one statement.
+        let standing = match audience.iter().any(|f| f.scope == owner.scope()) {
+            true => None,
+            false => enrollments::lock_standing(&txn, &key, flow_key).await?,
+        };
+        let (subject, mut enrolled, existing) = match standing {
+            Some((subject, record)) => (subject, false, Some(record)),
+            None => {
+                let subject = subjects::ensure(&txn, &key, now).await?;
+                let enrolled = self.enroll_automatically(&txn, &subject, &audience, flow_key, now).await?;
+                let existing = enrollments::find(&txn, subject.id, flow_key, true).await?;
+                (subject, enrolled, existing)
             }
-            if let Some(record) = enrollments::find(&txn, subject.id, &flow.key, true).await? {
-                self.advance(&txn, &subject, &flow, record, |_| Ok(Default::default()), now).await?;
-                enrolled = true;
-            }
-        }
-        let (record, created) = match enrollments::find(&txn, subject.id, flow_key, true).await? {
+        };
+        let (record, created) = match existing {
             Some(record) => (record, false),
             None => {
                 let (flow, assignment) =
@@ -164,6 +168,33 @@ impl Onramp {
             self.realtime.announce(&[key]).await;
         }
         Ok(Snapshot { owner, flow, attributes: subject.attributes, variant, enrollment: Some(advanced.state) })
+    }
+}
+
+impl Onramp {
+    /// Enrolls the subject in the audience flows that admit it, advancing each (its stored
+    /// events apply at once) except `flow_key`, which the caller advances with its
+    /// command. Says whether any enrollment was made: that is news even when the command
+    /// changes nothing.
+    async fn enroll_automatically(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        subject: &crate::persistence::subjects::SubjectRecord,
+        audience: &[crate::persistence::flows::FlowRecord],
+        flow_key: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> AppResult<bool> {
+        let mut enrolled = false;
+        for flow in self.auto_enroll(txn, subject, audience, now).await? {
+            enrolled = true;
+            if flow.key == flow_key {
+                continue; // advanced by the caller, with the command
+            }
+            if let Some(record) = enrollments::find(txn, subject.id, &flow.key, true).await? {
+                self.advance(txn, subject, &flow, record, |_| Ok(Default::default()), now).await?;
+            }
+        }
+        Ok(enrolled)
     }
 }
 

@@ -37,7 +37,8 @@ impl Onramp {
         subjects::set_attributes(&txn, subject.id, next.clone(), now).await?;
         let subject = subjects::SubjectRecord { attributes: next.clone(), ..subject };
         // New attributes can bring the subject into a flow's audience.
-        self.auto_enroll(&txn, &subject, now).await?;
+        let audience = self.audience_flows(&txn).await?;
+        self.auto_enroll(&txn, &subject, &audience, now).await?;
         for record in enrollments::list_for_subject(&txn, subject.id, true).await? {
             let flow = self.flows.pinned(&txn, record.flow_id).await?;
             let definition = flow.definition.clone();
