@@ -34,6 +34,8 @@ pub struct FlowStore {
     scopes: RwLock<HashMap<String, FlowScope>>,
     /// Versions as first read, for `pinned`.
     pinned: RwLock<HashMap<i64, FlowRecord>>,
+    /// `latest_active_all` as read at a flows epoch (for `latest_active_at`) (see `Hub::flows_epoch`).
+    active: RwLock<Option<(u64, Vec<FlowRecord>)>>,
 }
 
 impl FlowStore {
@@ -141,9 +143,33 @@ impl FlowStore {
         row.map(|r| self.record(r)).transpose()
     }
 
-    /// The newest ACTIVE version of every flow key. Every write asks (to enroll in flows
-    /// with an audience), so only ids are read: the versions themselves are immutable and
-    /// come from `pinned`, with the status this query just saw.
+    /// `latest_active_all`, from memory while the flows epoch stays where it was when it
+    /// was read. Every write asks (to enroll in flows with an audience), and flows change
+    /// rarely: this saves a query per write. With no epoch (`None`: nothing would tell this
+    /// instance of another's change) it always reads.
+    pub async fn latest_active_at(
+        &self,
+        db: &impl ConnectionTrait,
+        epoch: Option<u64>,
+    ) -> Result<Vec<FlowRecord>, DbErr> {
+        let Some(epoch) = epoch else { return self.latest_active_all(db).await };
+        if let Ok(cache) = self.active.read()
+            && let Some((at, flows)) = cache.as_ref()
+            && *at == epoch
+        {
+            return Ok(flows.clone());
+        }
+        // Read after taking the epoch: a change heard of meanwhile moves the epoch past
+        // this entry, so it is never served.
+        let flows = self.latest_active_all(db).await?;
+        if let Ok(mut cache) = self.active.write() {
+            *cache = Some((epoch, flows.clone()));
+        }
+        Ok(flows)
+    }
+
+    /// The newest ACTIVE version of every flow key. Only ids are read: the versions
+    /// themselves are immutable and come from `pinned`, with the status this query just saw.
     pub async fn latest_active_all(&self, db: &impl ConnectionTrait) -> Result<Vec<FlowRecord>, DbErr> {
         let rows: Vec<(i64, String)> = flow::Entity::find()
             .select_only()

@@ -3,6 +3,7 @@
 //! instead of every intermediate one, and never slows anyone else down.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -20,6 +21,12 @@ pub struct Signal {
 #[derive(Default)]
 pub struct Hub {
     subjects: Mutex<HashMap<String, watch::Sender<Signal>>>,
+    /// Grows with every change to the published flows heard of, here or from another
+    /// instance, and whenever the listener (re)connects.
+    flows_epoch: AtomicU64,
+    /// Whether the listener is up: only then does this instance hear of other instances'
+    /// flow changes.
+    listening: AtomicBool,
 }
 
 impl Hub {
@@ -30,6 +37,28 @@ impl Hub {
         let mut receiver = sender.subscribe();
         receiver.mark_unchanged();
         Watch { receiver: Some(receiver), hub: self.clone(), subject: subject.to_string() }
+    }
+
+    /// The epoch of the published flows, for caching what is derived from them: a cache
+    /// made at one epoch is good until the epoch moves. `None` while nothing would tell this
+    /// instance of another's change (no listener: SQLite, a CLI, or a dropped connection),
+    /// so nothing may be cached.
+    pub fn flows_epoch(&self) -> Option<u64> {
+        self.listening.load(Ordering::Acquire).then(|| self.flows_epoch.load(Ordering::Acquire))
+    }
+
+    /// The published flows changed.
+    pub fn flows_changed(&self) {
+        self.flows_epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The listener connected (a new epoch: changes made while it was down went unheard)
+    /// or lost its connection.
+    pub fn set_listening(&self, up: bool) {
+        if up {
+            self.flows_changed();
+        }
+        self.listening.store(up, Ordering::Release);
     }
 
     pub fn changed(&self, subject: &str) {

@@ -23,9 +23,11 @@ pub async fn spawn_listener(
     let separator = if database_url.contains('?') { '&' } else { '?' };
     let url = format!("{database_url}{separator}application_name={APPLICATION_NAME}");
     let mut listener = listen(&url).await?;
+    hub.set_listening(true);
     Ok(tokio::spawn(async move {
         loop {
             pump(&mut listener, &hub, &instance).await;
+            hub.set_listening(false);
             tracing::warn!("change listener lost its connection");
             let mut backoff = Duration::from_millis(100);
             listener = loop {
@@ -39,6 +41,7 @@ pub async fn spawn_listener(
                 }
             };
             tracing::info!("change listener reconnected; re-sending every subscriber's state");
+            hub.set_listening(true);
             hub.resync_all();
         }
     }))
@@ -57,7 +60,12 @@ async fn pump(listener: &mut PgListener, hub: &Hub, instance: &str) {
             Ok(Some(notification)) => match serde_json::from_str::<Announcement>(notification.payload()) {
                 // This instance already woke its own watchers before notifying.
                 Ok(a) if a.i == instance => {}
-                Ok(a) => a.s.iter().for_each(|s| hub.changed(s)),
+                Ok(a) => {
+                    if a.f {
+                        hub.flows_changed();
+                    }
+                    a.s.iter().for_each(|s| hub.changed(s));
+                }
                 Err(e) => tracing::warn!(error = %e, "ignoring a malformed change notification"),
             },
             Ok(None) | Err(_) => return,

@@ -25,6 +25,9 @@ pub struct Announcement {
     pub i: String,
     /// Subject ids.
     pub s: Vec<String>,
+    /// The published flows changed: drop what is cached from them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub f: bool,
 }
 
 pub struct Realtime {
@@ -42,6 +45,8 @@ struct Notifier {
     db: DatabaseConnection,
     /// Announced, not yet sent.
     pending: Mutex<Vec<String>>,
+    /// A flow change announced, not yet sent.
+    flows_changed: std::sync::atomic::AtomicBool,
     /// Held while a NOTIFY is in flight.
     sending: tokio::sync::Mutex<()>,
 }
@@ -54,6 +59,7 @@ impl Realtime {
             notify: postgres.then(|| Notifier {
                 db: db.clone(),
                 pending: Mutex::new(Vec::new()),
+                flows_changed: Default::default(),
                 sending: tokio::sync::Mutex::new(()),
             }),
             instance: uuid::Uuid::new_v4().simple().to_string(),
@@ -80,18 +86,33 @@ impl Realtime {
         }
         let Some(notifier) = &self.notify else { return };
         lock(&notifier.pending).extend_from_slice(subjects);
+        self.send(notifier).await;
+    }
+
+    /// Tells every instance that the published flows changed (after commit), so none
+    /// keeps serving what it derived from them. Returns once NOTIFYed.
+    pub async fn flows_changed(&self) {
+        self.hub.flows_changed();
+        let Some(notifier) = &self.notify else { return };
+        notifier.flows_changed.store(true, std::sync::atomic::Ordering::Release);
+        self.send(notifier).await;
+    }
+
+    /// Sends what is pending, unless a send that takes it along comes first.
+    async fn send(&self, notifier: &Notifier) {
         // Whoever sends next takes everything pending, ours included; when our turn
         // comes after that, there is nothing left and we are done.
         let _turn = notifier.sending.lock().await;
         let mut batch = std::mem::take(&mut *lock(&notifier.pending));
-        if batch.is_empty() {
+        let flows = notifier.flows_changed.swap(false, std::sync::atomic::Ordering::AcqRel);
+        if batch.is_empty() && !flows {
             return;
         }
         batch.sort_unstable();
         batch.dedup();
-        for chunk in chunks(&batch, 7000) {
-            let payload =
-                serde_json::to_string(&Announcement { i: self.instance.clone(), s: chunk }).unwrap_or_default();
+        for (n, chunk) in chunks(&batch, 7000).into_iter().enumerate() {
+            let announcement = Announcement { i: self.instance.clone(), s: chunk, f: flows && n == 0 };
+            let payload = serde_json::to_string(&announcement).unwrap_or_default();
             let notify = Statement::from_sql_and_values(
                 sea_orm::DbBackend::Postgres,
                 "SELECT pg_notify($1, $2)",
@@ -141,7 +162,7 @@ mod tests {
         assert!(parts.len() > 1);
         assert_eq!(parts.concat(), subjects);
         for part in parts {
-            let json = serde_json::to_string(&Announcement { i: "x".repeat(32), s: part }).unwrap();
+            let json = serde_json::to_string(&Announcement { i: "x".repeat(32), s: part, f: true }).unwrap();
             assert!(json.len() < 8000, "{}", json.len());
         }
     }

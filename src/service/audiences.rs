@@ -15,7 +15,7 @@ impl Onramp {
     /// The newest active version of every flow with an audience: only these enroll
     /// anyone unasked.
     pub(super) async fn audience_flows(&self, txn: &DatabaseTransaction) -> AppResult<Vec<FlowRecord>> {
-        let open = self.flows.latest_active_all(txn).await?;
+        let open = self.flows.latest_active_at(txn, self.realtime.hub().flows_epoch()).await?;
         Ok(open.into_iter().filter(|f| f.definition.audience.is_some()).collect())
     }
 

@@ -36,6 +36,7 @@ impl Onramp {
                 }
                 Ok(Ok(flow)) => {
                     tracing::info!(key = %flow.key, version = flow.version, "flow published");
+                    self.realtime.flows_changed().await;
                     return Ok(flow);
                 }
                 Err(e) if attempt < 5 && is_unique_violation(&e) => attempt += 1,
@@ -46,10 +47,13 @@ impl Onramp {
 
     /// Deprecated versions take no new enrollments; enrolled subjects carry on.
     pub async fn deprecate_flow(&self, key: &str, version: i32) -> AppResult<FlowRecord> {
-        self.flows
+        let flow = self
+            .flows
             .set_status(&self.db, key, version, FlowStatus::Deprecated)
             .await?
-            .ok_or_else(|| AppError::not_found(format!("flow `{key}` has no version {version}")))
+            .ok_or_else(|| AppError::not_found(format!("flow `{key}` has no version {version}")))?;
+        self.realtime.flows_changed().await;
+        Ok(flow)
     }
 
     pub async fn list_flows(&self) -> AppResult<Vec<FlowRecord>> {

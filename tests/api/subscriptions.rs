@@ -643,6 +643,39 @@ async fn concurrent_writes_on_one_process_all_reach_another() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_published_on_one_process_enrolls_on_the_next_write_on_another() {
+    // Each instance keeps the active flows in memory between flow changes; a change on
+    // another instance must reach it (through NOTIFY) before its next writes.
+    let app = TestApp::postgres().await;
+    let (_a, a) = start_onramp("onramp A", app.database_url()).await;
+    let (_b, b) = start_onramp("onramp B", app.database_url()).await;
+    wait_for_listeners(&app, 3).await;
+    let set_attributes = "mutation($a: JSON!) { setSubjectAttributes(subjectId: \"alice\", attributes: $a) { id } }";
+    // A write on A: A now holds the active flows, none of which has an audience.
+    gql_ok(&app, a, &app.admin(), set_attributes, json!({ "a": { "role": "admin", "n": 0 } })).await;
+
+    let admins = json!({
+        "key": "admins",
+        "title": "Admins",
+        "audience": { "role": "admin" },
+        "steps": [{ "key": "console", "title": "Open the console" }]
+    });
+    gql_ok(&app, b, &app.admin(), PUBLISH, json!({ "d": admins })).await;
+    // The next write on A enrolls alice, once A has heard of the flow (milliseconds).
+    let alice = app.user("alice");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for n in 1.. {
+        gql_ok(&app, a, &app.admin(), set_attributes, json!({ "a": { "role": "admin", "n": n } })).await;
+        let status = gql_ok(&app, a, &alice, &status_query(), json!({ "f": "admins" })).await;
+        if status["status"]["status"] == "IN_PROGRESS" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A never enrolled alice in a flow published on B: {status}");
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listener_reconnect_resends_every_subscribers_state() {
     let app = TestApp::postgres().await;
     app.publish(sample_flow("welcome")).await;
