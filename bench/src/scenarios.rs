@@ -1,6 +1,7 @@
 //! The scenarios. Each returns a row: the server's throughput and latency, and the same
 //! work's floor, measured back to back at the same concurrency on the same database.
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,8 +44,8 @@ pub struct Cores {
     pub bench: f64,
 }
 
-/// CPU seconds of the server, all PostgreSQL processes, and this process.
-fn cpu_now(server: &Server) -> (Option<f64>, f64, f64) {
+/// CPU seconds of the server, of each PostgreSQL process by pid, and of this process.
+fn cpu_now(server: &Server) -> (Option<f64>, HashMap<u32, f64>, f64) {
     let postgres = std::fs::read_dir("/proc")
         .map(|dir| {
             dir.flatten()
@@ -52,22 +53,26 @@ fn cpu_now(server: &Server) -> (Option<f64>, f64, f64) {
                 .filter(|pid| {
                     std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres")
                 })
-                .filter_map(load::cpu_seconds)
-                .sum()
+                .filter_map(|pid| load::cpu_seconds(pid).map(|s| (pid, s)))
+                .collect()
         })
-        .unwrap_or(0.0);
+        .unwrap_or_default();
     (server.pid().and_then(load::cpu_seconds), postgres, load::cpu_seconds(std::process::id()).unwrap_or(0.0))
 }
 
-/// Runs a server phase and reports the cores each party used during it.
+/// Runs a server phase and reports the cores each party used during it. PostgreSQL's is
+/// summed per process over those alive at the end (a backend started during the phase
+/// counts whole): one that exits takes its time with it, and summing totals instead would
+/// then go negative.
 async fn measured<F: std::future::Future<Output = Measured>>(server: &Server, phase: F) -> (Measured, Cores) {
     let (s0, p0, b0) = cpu_now(server);
     let started = Instant::now();
     let m = phase.await;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     let (s1, p1, b1) = cpu_now(server);
+    let postgres: f64 = p1.iter().map(|(pid, end)| end - p0.get(pid).copied().unwrap_or(0.0)).sum();
     let cores =
-        Cores { server: s0.zip(s1).map(|(a, b)| (b - a) / secs), postgres: (p1 - p0) / secs, bench: (b1 - b0) / secs };
+        Cores { server: s0.zip(s1).map(|(a, b)| (b - a) / secs), postgres: postgres / secs, bench: (b1 - b0) / secs };
     (m, cores)
 }
 
