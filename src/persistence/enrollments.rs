@@ -60,7 +60,7 @@ pub async fn find(
         .from(enrollment::Entity)
         .and_where(Expr::col((enrollment::Entity, enrollment::Column::SubjectId)).eq(subject_id))
         .and_where(Expr::col((enrollment::Entity, enrollment::Column::FlowKey)).eq(flow_key));
-    read(db, query, 0, for_update).await.map(|found| found.and_then(|(_, enrollment)| enrollment))
+    read(db, query, false, for_update).await.map(|found| found.and_then(|(_, enrollment)| enrollment))
 }
 
 /// Where an owner stands in a flow: its subject and, if enrolled, the enrollment with its
@@ -72,7 +72,7 @@ pub async fn standing(
     flow_key: &str,
 ) -> Result<Option<(SubjectRecord, Option<EnrollmentRecord>)>, DbErr> {
     let query = with_subject(external_id, flow_key, JoinType::LeftJoin);
-    match read(db, query, SUBJECT_COLUMNS.len(), false).await? {
+    match read(db, query, true, false).await? {
         Some((Some(subject), enrollment)) => Ok(Some((subject, enrollment))),
         Some((None, _)) => Err(DbErr::Custom("a joined row without its subject".into())),
         None => Ok(None),
@@ -88,14 +88,14 @@ pub async fn lock_standing(
     flow_key: &str,
 ) -> Result<Option<(SubjectRecord, EnrollmentRecord)>, DbErr> {
     let query = with_subject(external_id, flow_key, JoinType::InnerJoin);
-    Ok(match read(db, query, SUBJECT_COLUMNS.len(), true).await? {
+    Ok(match read(db, query, true, true).await? {
         Some((Some(subject), Some(enrollment))) => Some((subject, enrollment)),
         _ => None,
     })
 }
 
-/// Runs a read of (subject columns, when `enrollment_at` > 0, then) `ENROLLMENT_COLUMNS`
-/// from `enrollment_at`, and gathers the enrollment's steps with it.
+/// Runs a read of `SUBJECT_COLUMNS` (when `subject`) then `ENROLLMENT_COLUMNS`, and
+/// gathers the enrollment's steps with it.
 ///
 /// Unlocked, the steps are joined into the same statement: one round trip, one snapshot.
 /// Locked, they are read after the lock is granted, in a statement of their own. Joined
@@ -105,7 +105,7 @@ pub async fn lock_standing(
 async fn read(
     db: &impl ConnectionTrait,
     mut query: SelectStatement,
-    enrollment_at: usize,
+    subject: bool,
     for_update: bool,
 ) -> Result<Option<(Option<SubjectRecord>, Option<EnrollmentRecord>)>, DbErr> {
     if for_update {
@@ -113,7 +113,7 @@ async fn read(
             query.lock_with_tables(LockType::Update, [enrollment::Entity]);
         }
         let rows = db.query_all(&query).await?;
-        return match gather(&rows, enrollment_at, false)? {
+        return match gather(&rows, subject, false)? {
             Some((subject, Some(mut enrollment))) => {
                 for step in steps_of(db, vec![enrollment.id]).await? {
                     enrollment.state.steps.insert(step.key, step.state);
@@ -129,7 +129,7 @@ async fn read(
         Expr::col((step_progress::Entity, step_progress::Column::EnrollmentId))
             .equals((enrollment::Entity, enrollment::Column::Id)),
     );
-    gather(&db.query_all(&query).await?, enrollment_at, true)
+    gather(&db.query_all(&query).await?, subject, true)
 }
 
 /// subject ⋈ its enrollment in `flow_key`, joined as `join` says.
@@ -173,24 +173,26 @@ const ENROLLMENT_COLUMNS: [enrollment::Column; 12] = [
     enrollment::Column::Revision,
 ];
 
-/// Folds the rows of a read (subject columns from 0 when `enrollment_at` > 0, the
-/// enrollment's from `enrollment_at`, then, with `steps`, one step's) into the subject and
-/// its enrollment with all its steps. `None` when there are no rows; a left join's missing
-/// side is all NULL, so it decodes as `None`.
+/// Folds the rows of a read (`SUBJECT_COLUMNS` when `subject`, `ENROLLMENT_COLUMNS`, then,
+/// with `steps`, one step's `STEP_COLUMNS`) into the subject and its enrollment with all its
+/// steps. `None` when there are no rows; a left join's missing side is all NULL, so it
+/// decodes as `None`.
 #[allow(clippy::type_complexity)]
 fn gather(
     rows: &[QueryResult],
-    enrollment_at: usize,
+    subject: bool,
     steps: bool,
 ) -> Result<Option<(Option<SubjectRecord>, Option<EnrollmentRecord>)>, DbErr> {
     let Some(first) = rows.first() else { return Ok(None) };
-    let subject = match enrollment_at {
-        0 => None,
-        _ => Some(SubjectRecord {
+    let (subject, enrollment_at) = if subject {
+        let record = SubjectRecord {
             id: columns::get(first, 0)?,
             external_id: columns::get(first, 1)?,
             attributes: columns::get(first, 2)?,
-        }),
+        };
+        (Some(record), SUBJECT_COLUMNS.len())
+    } else {
+        (None, 0)
     };
     let Some(mut enrollment) = enrollment_from(first, enrollment_at)? else { return Ok(Some((subject, None))) };
     let step_at = enrollment_at + ENROLLMENT_COLUMNS.len();

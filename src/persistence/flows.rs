@@ -34,7 +34,7 @@ pub struct FlowStore {
     scopes: RwLock<HashMap<String, FlowScope>>,
     /// Versions as first read, for `pinned`.
     pinned: RwLock<HashMap<i64, FlowRecord>>,
-    /// `latest_active_all` as read at a flows epoch (for `latest_active_at`) (see `Hub::flows_epoch`).
+    /// `latest_active_all` as read at a flows epoch, for `latest_active_at`.
     active: RwLock<Option<(u64, Vec<FlowRecord>)>>,
 }
 

@@ -6,6 +6,7 @@
 mod hub;
 mod listener;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
@@ -46,7 +47,7 @@ struct Notifier {
     /// Announced, not yet sent.
     pending: Mutex<Vec<String>>,
     /// A flow change announced, not yet sent.
-    flows_changed: std::sync::atomic::AtomicBool,
+    flows_changed: AtomicBool,
     /// Held while a NOTIFY is in flight.
     sending: tokio::sync::Mutex<()>,
 }
@@ -94,7 +95,7 @@ impl Realtime {
     pub async fn flows_changed(&self) {
         self.hub.flows_changed();
         let Some(notifier) = &self.notify else { return };
-        notifier.flows_changed.store(true, std::sync::atomic::Ordering::Release);
+        notifier.flows_changed.store(true, Ordering::Release);
         self.send(notifier).await;
     }
 
@@ -104,7 +105,7 @@ impl Realtime {
         // comes after that, there is nothing left and we are done.
         let _turn = notifier.sending.lock().await;
         let mut batch = std::mem::take(&mut *lock(&notifier.pending));
-        let flows = notifier.flows_changed.swap(false, std::sync::atomic::Ordering::AcqRel);
+        let flows = notifier.flows_changed.swap(false, Ordering::AcqRel);
         if batch.is_empty() && !flows {
             return;
         }

@@ -38,6 +38,31 @@ impl Onramp {
         self.enroll_in_audiences(txn, subject, audience, &enrolled, now).await
     }
 
+    /// Enrolls the subject in the audience flows that admit it, advancing each (its stored
+    /// events apply at once) except `flow_key`, which the caller advances with its
+    /// command. Says whether any enrollment was made: that is news even when the command
+    /// changes nothing.
+    pub(super) async fn enroll_automatically(
+        &self,
+        txn: &DatabaseTransaction,
+        subject: &SubjectRecord,
+        audience: &[FlowRecord],
+        flow_key: &str,
+        now: DateTime<Utc>,
+    ) -> AppResult<bool> {
+        let mut enrolled = false;
+        for flow in self.auto_enroll(txn, subject, audience, now).await? {
+            enrolled = true;
+            if flow.key == flow_key {
+                continue; // advanced by the caller, with the command
+            }
+            if let Some(record) = enrollments::find(txn, subject.id, &flow.key, true).await? {
+                self.advance(txn, subject, &flow, record, |_| Ok(Default::default()), now).await?;
+            }
+        }
+        Ok(enrolled)
+    }
+
     /// `auto_enroll` given the audience flows and the keys of the flows the subject is
     /// enrolled in, both already read (a batch of events reads them once for all owners).
     pub(super) async fn enroll_in_audiences(

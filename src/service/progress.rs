@@ -107,9 +107,10 @@ impl Onramp {
         let audience = self.audience_flows(&txn).await?;
         // The common case, a write to an enrollment that exists when no flow enrolls
         // this owner's kind automatically, reads subject and enrollment in one statement.
-        let standing = match audience.iter().any(|f| f.scope == owner.scope()) {
-            true => None,
-            false => enrollments::lock_standing(&txn, &key, flow_key).await?,
+        let standing = if audience.iter().any(|f| f.scope == owner.scope()) {
+            None
+        } else {
+            enrollments::lock_standing(&txn, &key, flow_key).await?
         };
         let (subject, mut enrolled, existing) = match standing {
             Some((subject, record)) => (subject, false, Some(record)),
@@ -168,33 +169,6 @@ impl Onramp {
             self.realtime.announce(&[key]).await;
         }
         Ok(Snapshot { owner, flow, attributes: subject.attributes, variant, enrollment: Some(advanced.state) })
-    }
-}
-
-impl Onramp {
-    /// Enrolls the subject in the audience flows that admit it, advancing each (its stored
-    /// events apply at once) except `flow_key`, which the caller advances with its
-    /// command. Says whether any enrollment was made: that is news even when the command
-    /// changes nothing.
-    async fn enroll_automatically(
-        &self,
-        txn: &sea_orm::DatabaseTransaction,
-        subject: &crate::persistence::subjects::SubjectRecord,
-        audience: &[crate::persistence::flows::FlowRecord],
-        flow_key: &str,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> AppResult<bool> {
-        let mut enrolled = false;
-        for flow in self.auto_enroll(txn, subject, audience, now).await? {
-            enrolled = true;
-            if flow.key == flow_key {
-                continue; // advanced by the caller, with the command
-            }
-            if let Some(record) = enrollments::find(txn, subject.id, &flow.key, true).await? {
-                self.advance(txn, subject, &flow, record, |_| Ok(Default::default()), now).await?;
-            }
-        }
-        Ok(enrolled)
     }
 }
 
