@@ -96,6 +96,115 @@ pub struct ServeArgs {
     /// Do not publish the demo flow on an empty development database.
     #[arg(long, env = "ONRAMP_NO_DEMO_FLOW")]
     pub no_demo_flow: bool,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Every limit, as flags and environment variables; defaults are `Limits::default()`
+/// and `ServerLimits::default()` (a value left unset keeps its default).
+#[derive(Clone, Debug, Default, Args)]
+pub struct LimitArgs {
+    /// Largest /graphql request body in bytes (default 1 MiB).
+    #[arg(long, env = "ONRAMP_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Largest websocket message in bytes (default 1 MiB).
+    #[arg(long, env = "ONRAMP_MAX_WS_MESSAGE_BYTES")]
+    pub max_ws_message_bytes: Option<usize>,
+    /// Deepest bracket nesting in a GraphQL document (default 64).
+    #[arg(long, env = "ONRAMP_MAX_QUERY_NESTING")]
+    pub max_query_nesting: Option<usize>,
+    /// Deepest GraphQL selection (default 16).
+    #[arg(long, env = "ONRAMP_MAX_QUERY_DEPTH")]
+    pub max_query_depth: Option<usize>,
+    /// Highest GraphQL complexity (default 5000).
+    #[arg(long, env = "ONRAMP_MAX_QUERY_COMPLEXITY")]
+    pub max_query_complexity: Option<usize>,
+    /// Live subscriptions per websocket connection (default 100).
+    #[arg(long, env = "ONRAMP_MAX_SUBSCRIPTIONS_PER_CONNECTION")]
+    pub max_subscriptions_per_connection: Option<usize>,
+    /// Requests per second one caller may sustain (default 200).
+    #[arg(long, env = "ONRAMP_RATE_LIMIT_PER_SECOND")]
+    pub rate_limit_per_second: Option<f64>,
+    /// Requests one caller may send in a burst (default 400).
+    #[arg(long, env = "ONRAMP_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<f64>,
+    /// Allow introspection for admin tokens in production.
+    #[arg(long, env = "ONRAMP_ADMIN_INTROSPECTION")]
+    pub admin_introspection: bool,
+    /// Deepest JSON value taken in (default 32).
+    #[arg(long, env = "ONRAMP_MAX_JSON_DEPTH")]
+    pub max_json_depth: Option<usize>,
+    /// Largest step metadata in bytes (default 16 KiB).
+    #[arg(long, env = "ONRAMP_MAX_METADATA_BYTES")]
+    pub max_metadata_bytes: Option<usize>,
+    /// Largest attributes object in bytes (default 64 KiB).
+    #[arg(long, env = "ONRAMP_MAX_ATTRIBUTES_BYTES")]
+    pub max_attributes_bytes: Option<usize>,
+    /// Largest event properties in bytes (default 32 KiB).
+    #[arg(long, env = "ONRAMP_MAX_EVENT_PROPERTIES_BYTES")]
+    pub max_event_properties_bytes: Option<usize>,
+    /// Largest flow definition in bytes (default 1 MiB).
+    #[arg(long, env = "ONRAMP_MAX_DEFINITION_BYTES")]
+    pub max_definition_bytes: Option<usize>,
+    /// Longest subject, workspace or event id in bytes (default 256).
+    #[arg(long, env = "ONRAMP_MAX_ID_BYTES")]
+    pub max_id_bytes: Option<usize>,
+    /// Longest flow, step or experiment key in bytes (default 128).
+    #[arg(long, env = "ONRAMP_MAX_KEY_BYTES")]
+    pub max_key_bytes: Option<usize>,
+    /// Most steps in one flow (default 500).
+    #[arg(long, env = "ONRAMP_MAX_STEPS_PER_FLOW")]
+    pub max_steps_per_flow: Option<usize>,
+    /// Most dependsOn entries of one step (default 64).
+    #[arg(long, env = "ONRAMP_MAX_DEPENDS_ON")]
+    pub max_depends_on: Option<usize>,
+    /// Most nodes in one condition (default 256).
+    #[arg(long, env = "ONRAMP_MAX_CONDITION_NODES")]
+    pub max_condition_nodes: Option<usize>,
+    /// Deepest condition (default 16).
+    #[arg(long, env = "ONRAMP_MAX_CONDITION_DEPTH")]
+    pub max_condition_depth: Option<usize>,
+    /// Most points one step may award (default 1000000).
+    #[arg(long, env = "ONRAMP_MAX_POINTS_PER_STEP")]
+    pub max_points_per_step: Option<i64>,
+}
+
+impl LimitArgs {
+    pub fn product(&self) -> crate::domain::Limits {
+        let d = crate::domain::Limits::default();
+        crate::domain::Limits {
+            json_depth: self.max_json_depth.unwrap_or(d.json_depth),
+            metadata_bytes: self.max_metadata_bytes.unwrap_or(d.metadata_bytes),
+            attributes_bytes: self.max_attributes_bytes.unwrap_or(d.attributes_bytes),
+            event_properties_bytes: self.max_event_properties_bytes.unwrap_or(d.event_properties_bytes),
+            definition_bytes: self.max_definition_bytes.unwrap_or(d.definition_bytes),
+            id_bytes: self.max_id_bytes.unwrap_or(d.id_bytes),
+            key_bytes: self.max_key_bytes.unwrap_or(d.key_bytes),
+            steps_per_flow: self.max_steps_per_flow.unwrap_or(d.steps_per_flow),
+            depends_on_per_step: self.max_depends_on.unwrap_or(d.depends_on_per_step),
+            condition_nodes: self.max_condition_nodes.unwrap_or(d.condition_nodes),
+            condition_depth: self.max_condition_depth.unwrap_or(d.condition_depth),
+            points_per_step: self.max_points_per_step.unwrap_or(d.points_per_step),
+        }
+    }
+
+    pub fn server(&self) -> ServerLimits {
+        let d = ServerLimits::default();
+        ServerLimits {
+            body_bytes: self.max_body_bytes.unwrap_or(d.body_bytes),
+            ws_message_bytes: self.max_ws_message_bytes.unwrap_or(d.ws_message_bytes),
+            query_nesting: self.max_query_nesting.unwrap_or(d.query_nesting),
+            query_depth: self.max_query_depth.unwrap_or(d.query_depth),
+            query_complexity: self.max_query_complexity.unwrap_or(d.query_complexity),
+            subscriptions_per_connection: self
+                .max_subscriptions_per_connection
+                .unwrap_or(d.subscriptions_per_connection),
+            rate_per_second: self.rate_limit_per_second.unwrap_or(d.rate_per_second),
+            rate_burst: self.rate_limit_burst.unwrap_or(d.rate_burst),
+            admin_introspection: self.admin_introspection,
+        }
+    }
 }
 
 impl JwtArgs {
@@ -110,5 +219,47 @@ pub fn read_pem(value: &str) -> std::io::Result<Vec<u8>> {
         Ok(value.as_bytes().to_vec())
     } else {
         std::fs::read(PathBuf::from(value))
+    }
+}
+
+/// Transport limits, checked at the HTTP and websocket edge before any work is done.
+/// Defaults are documented in the README's "Limits and security" section.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerLimits {
+    /// Largest request body on /graphql (413 beyond it, checked before it is read).
+    pub body_bytes: usize,
+    /// Largest websocket message (the connection closes with 1009 beyond it).
+    pub ws_message_bytes: usize,
+    /// Deepest nesting of brackets, braces and parentheses in a GraphQL document,
+    /// checked before it is parsed.
+    pub query_nesting: usize,
+    /// GraphQL selection depth.
+    pub query_depth: usize,
+    /// GraphQL complexity: every field costs 1, database-backed fields more.
+    pub query_complexity: usize,
+    /// Live subscriptions on one websocket connection.
+    pub subscriptions_per_connection: usize,
+    /// Requests per second one caller (subject, or address when anonymous) may sustain.
+    pub rate_per_second: f64,
+    /// Requests one caller may send at once before the rate applies.
+    pub rate_burst: f64,
+    /// Introspection for admin callers in production (it is always on in development,
+    /// and never for other callers in production).
+    pub admin_introspection: bool,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            body_bytes: 1024 * 1024,
+            ws_message_bytes: 1024 * 1024,
+            query_nesting: 64,
+            query_depth: 16,
+            query_complexity: 5_000,
+            subscriptions_per_connection: 100,
+            rate_per_second: 200.0,
+            rate_burst: 400.0,
+            admin_introspection: false,
+        }
     }
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use auth::JwtKeys;
+use config::ServerLimits;
 use graphql::OnrampSchema;
 use service::Onramp;
 
@@ -29,6 +30,8 @@ pub struct AppState {
     pub graphiql: bool,
     /// How long a websocket may wait before sending connection_init.
     pub ws_init_timeout: Duration,
+    /// Transport limits (body, websocket, query shape, rate).
+    pub limits: ServerLimits,
 }
 
 impl AppState {
@@ -40,7 +43,13 @@ impl AppState {
             keys: Arc::new(keys),
             graphiql,
             ws_init_timeout: Duration::from_secs(10),
+            limits: ServerLimits::default(),
         }
+    }
+
+    pub fn with_limits(mut self, limits: ServerLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn with_ws_init_timeout(mut self, timeout: Duration) -> Self {

@@ -191,7 +191,7 @@ async fn serve(cli: Cli, mode: Mode) -> anyhow::Result<()> {
     persistence::migrate(&db).await.context("migrating")?;
     // Readers are exact whatever the compactor's lag; folding often keeps them fast.
     let _compactor = persistence::rollup::spawn_compactor(db.clone(), std::time::Duration::from_secs(5));
-    let onramp = Onramp::new(db);
+    let onramp = Onramp::new(db).with_limits(cli.serve.limits.product());
     let _listener = onramp.listen(url).await.context("PostgreSQL LISTEN for changes from other instances")?;
     let development = mode == Mode::Development;
     if development
@@ -206,7 +206,8 @@ async fn serve(cli: Cli, mode: Mode) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(cli.serve.bind).await.with_context(|| format!("binding {}", cli.serve.bind))?;
     let addr = listener.local_addr()?;
     let state = AppState::new(onramp, keys, development)
-        .with_ws_init_timeout(std::time::Duration::from_secs(cli.serve.ws_init_timeout));
+        .with_ws_init_timeout(std::time::Duration::from_secs(cli.serve.ws_init_timeout))
+        .with_limits(cli.serve.limits.server());
     let app = http::router(state);
     tracing::info!(%addr, database = %redact(url), ?mode, "onramp listening");
     // One stable line for scripts (and tests) that start onramp on port 0.

@@ -6,6 +6,7 @@ pub mod changes;
 pub mod condition;
 pub mod experiments;
 pub mod flow;
+pub mod limits;
 pub mod owner;
 pub mod progress;
 pub mod rollup;
@@ -17,6 +18,7 @@ pub mod versions;
 pub use changes::{DomainEvent, DomainEventKind};
 pub use condition::{Condition, Facts, Op, Path};
 pub use flow::{FlowDefinition, FlowScope, FlowStatus, StepDefinition, Trigger};
+pub use limits::Limits;
 pub use owner::Owner;
 pub use progress::{
     Command, Enrollment, EnrollmentStatus, Outcome, ProgressError, ProgressView, Source, StepState, StepStatus,

@@ -29,7 +29,7 @@ pub use experiments::ExperimentReport;
 pub use points::PointsBalance;
 pub use versions::MigrationReport;
 
-use crate::domain::{Enrollment, FlowScope, Owner, ProgressView, StepState, progress::view};
+use crate::domain::{Enrollment, FlowScope, Limits, Owner, ProgressView, StepState, progress::view};
 use crate::error::{AppError, AppResult};
 use crate::persistence::flows::{FlowRecord, FlowStore};
 use crate::realtime::Realtime;
@@ -39,6 +39,7 @@ pub struct Onramp {
     db: DatabaseConnection,
     flows: FlowStore,
     realtime: Realtime,
+    limits: Limits,
 }
 
 impl Onramp {
@@ -46,7 +47,17 @@ impl Onramp {
     /// made by other instances reach this one's subscribers.
     pub fn new(db: DatabaseConnection) -> Self {
         let realtime = Realtime::new(&db);
-        Onramp { db, flows: FlowStore::default(), realtime }
+        Onramp { db, flows: FlowStore::default(), realtime, limits: Limits::default() }
+    }
+
+    /// The same engine with other input limits than the defaults.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Starts the PostgreSQL change listener and waits until it listens (nothing to do
