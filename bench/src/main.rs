@@ -8,6 +8,7 @@
 //! It starts the release server against PostgreSQL itself (or targets `--server-url`),
 //! prepares data with demo-data, and prints one table.
 
+mod abuse;
 mod client;
 mod load;
 mod scenarios;
@@ -25,6 +26,8 @@ pub enum Scenario {
     Events,
     Subscribers,
     Analytics,
+    /// Ordinary users' status latency while one abusive user floods the server.
+    Abuse,
     All,
 }
 
@@ -115,6 +118,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.wants(Scenario::Subscribers) {
         rows.push(scenarios::subscribers(&args, &server).await.context("subscribers scenario")?);
+    }
+    if args.wants(Scenario::Abuse) {
+        rows.push(abuse::abuse(&args, &server).await.context("abuse scenario")?);
     }
     if args.wants(Scenario::Analytics) {
         rows.extend(scenarios::analytics(&args, &server).await.context("analytics scenario")?);

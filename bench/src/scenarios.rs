@@ -64,7 +64,10 @@ fn cpu_now(server: &Server) -> (Option<f64>, HashMap<u32, f64>, f64) {
 /// summed per process over those alive at the end (a backend started during the phase
 /// counts whole): one that exits takes its time with it, and summing totals instead would
 /// then go negative.
-async fn measured<F: std::future::Future<Output = Measured>>(server: &Server, phase: F) -> (Measured, Cores) {
+pub(crate) async fn measured<F: std::future::Future<Output = Measured>>(
+    server: &Server,
+    phase: F,
+) -> (Measured, Cores) {
     let (s0, p0, b0) = cpu_now(server);
     let started = Instant::now();
     let m = phase.await;
@@ -177,22 +180,26 @@ fn run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
 }
 
-const STATUS_QUERY: &str = "query($f: String!) { status(flowKey: $f) { status percentComplete position revision nextStep { key } steps { key status available } } }";
+pub(crate) const STATUS_QUERY: &str = "query($f: String!) { status(flowKey: $f) { status percentComplete position revision nextStep { key } steps { key status available } } }";
 
-pub async fn status(args: &Args, server: &Server) -> anyhow::Result<Row> {
+/// The ids of `args.users` demo-data users enrolled in `new_user` (made when missing).
+pub(crate) async fn demo_user_ids(args: &Args) -> anyhow::Result<Vec<String>> {
     let db = demo_users(args, args.users).await?;
-    let users: Vec<String> = {
-        let sql = format!(
-            "SELECT s.external_id FROM subjects s JOIN enrollments e ON e.subject_id = s.id \
-             WHERE e.flow_key = 'new_user' ORDER BY s.id LIMIT {}",
-            args.users
-        );
-        let rows = db.query_all_raw(sea_orm::Statement::from_string(db.get_database_backend(), sql)).await?;
-        rows.iter().map(|r| r.try_get_by_index::<String>(0)).collect::<Result<_, _>>()?
-    };
+    let sql = format!(
+        "SELECT s.external_id FROM subjects s JOIN enrollments e ON e.subject_id = s.id \
+         WHERE e.flow_key = 'new_user' ORDER BY s.id LIMIT {}",
+        args.users
+    );
+    let rows = db.query_all_raw(sea_orm::Statement::from_string(db.get_database_backend(), sql)).await?;
+    let users: Vec<String> = rows.iter().map(|r| r.try_get_by_index::<String>(0)).collect::<Result<_, _>>()?;
     if users.is_empty() {
         bail!("no demo users");
     }
+    Ok(users)
+}
+
+pub async fn status(args: &Args, server: &Server) -> anyhow::Result<Row> {
+    let users = demo_user_ids(args).await?;
     let keys = keys();
     let tokens: Arc<Vec<String>> = Arc::new(users.iter().map(|u| token(&keys, u, Role::User)).collect());
     let users = Arc::new(users);
