@@ -12,6 +12,7 @@ mod errors;
 mod events;
 mod experiments;
 mod flows;
+mod hardening;
 mod points;
 mod progress;
 mod rollup;
