@@ -12,6 +12,7 @@ mod errors;
 mod events;
 mod experiments;
 mod flows;
+mod fuzz;
 mod hardening;
 mod points;
 mod progress;
