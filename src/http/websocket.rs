@@ -70,15 +70,7 @@ enum Phase {
 /// reference to the log line.
 pub async fn serve(socket: WebSocket, protocol: WebSocketProtocols, state: AppState, peer: Option<IpAddr>) {
     let (mut sink, mut incoming) = socket.split();
-    let close = match AssertUnwindSafe(connection(&mut sink, &mut incoming, protocol, state, peer)).catch_unwind().await
-    {
-        Ok(close) => close,
-        Err(panic) => {
-            let reference = uuid::Uuid::new_v4();
-            tracing::error!(%reference, panic = %panic_message(panic.as_ref()), "websocket connection panicked");
-            Some((1011, format!("internal error (reference {reference})")))
-        }
-    };
+    let close = contain_panic(connection(&mut sink, &mut incoming, protocol, state, peer)).await;
     if let Some((code, reason)) = close {
         let frame = CloseFrame { code, reason: truncate(&reason, MAX_CLOSE_REASON_BYTES).into() };
         if sink.send(Message::Close(Some(frame))).await.is_ok() {
@@ -95,6 +87,19 @@ pub async fn serve(socket: WebSocket, protocol: WebSocketProtocols, state: AppSt
         }
     }
     let _ = sink.close().await;
+}
+
+/// Runs a connection's protocol; a panic in it becomes a 1011 close with a reference to
+/// the log line, for this connection only.
+async fn contain_panic(protocol: impl std::future::Future<Output = Option<(u16, String)>>) -> Option<(u16, String)> {
+    match AssertUnwindSafe(protocol).catch_unwind().await {
+        Ok(close) => close,
+        Err(panic) => {
+            let reference = uuid::Uuid::new_v4();
+            tracing::error!(%reference, panic = %panic_message(panic.as_ref()), "websocket connection panicked");
+            Some((1011, format!("internal error (reference {reference})")))
+        }
+    }
 }
 
 /// At most `max` bytes of `text`, cut at a character boundary.
@@ -277,6 +282,17 @@ fn expiry(principal: &Principal) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panic_in_a_connection_closes_it_with_1011() {
+        let closed = contain_panic(async { panic!("a bug in a resolver") }).await;
+        let (code, reason) = closed.expect("a close frame");
+        assert_eq!(code, 1011);
+        assert!(reason.starts_with("internal error (reference ") && reason.len() <= MAX_CLOSE_REASON_BYTES, "{reason}");
+        assert!(!reason.contains("a bug"), "{reason}");
+        // A connection that ends normally is untouched.
+        assert_eq!(contain_panic(async { Some((4400, "x".to_string())) }).await, Some((4400, "x".to_string())));
+    }
 
     #[test]
     fn close_reasons_fit_a_close_frame() {
