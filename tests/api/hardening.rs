@@ -30,6 +30,11 @@ both!(
 both_with!(admin_introspection => admins_may_introspect_when_configured);
 both_with!(low_rate => http_callers_over_their_rate_get_429, websocket_callers_over_their_rate_get_4429);
 both_with!(two_operations => operations_past_the_connection_limit_are_refused_one_by_one);
+both_with!(tight_query_limits => configured_query_limits_reach_the_schema);
+
+fn tight_query_limits() -> ServerLimits {
+    ServerLimits { query_depth: 2, query_complexity: 30, query_nesting: 8, ..test_limits() }
+}
 
 fn admin_introspection() -> ServerLimits {
     ServerLimits { admin_introspection: true, ..test_limits() }
@@ -389,6 +394,19 @@ async fn operations_past_the_connection_limit_are_refused_one_by_one(app: TestAp
     client.send(json!({ "type": "complete", "id": "1" })).await;
     assert_eq!(client.recv_json(RECV).await, json!({ "type": "complete", "id": "1" }));
     assert_eq!(client.watch("3", "welcome", None).await["status"], "NOT_STARTED");
+}
+
+async fn configured_query_limits_reach_the_schema(app: TestApp) {
+    let alice = app.user("alice");
+    assert_eq!(app.ok(&alice, "{ points { total } }", json!({})).await["points"]["total"], 0);
+    let error = app.error(Some(&alice), "{ points { entries { reason } } }", json!({})).await;
+    assert!(error["message"].as_str().unwrap_or_default().contains("too deep"), "depth 3 of 2: {error}");
+    let error = app.error(Some(&alice), "{ a: points { total } b: points { total } }", json!({})).await;
+    assert!(error["message"].as_str().unwrap_or_default().contains("too complex"), "two reads of 20: {error}");
+    let nested = format!("{{ __typename @include(if: {}true{}) }}", "[".repeat(8), "]".repeat(8));
+    let error = app.error(None, &nested, json!({})).await;
+    assert!(error["message"].as_str().unwrap_or_default().contains("deeper than 8"), "{error}");
+    assert_eq!(error["extensions"]["code"], "VALIDATION_FAILED");
 }
 
 /// Unpadded base64url, as JWT segments are written.
