@@ -19,6 +19,8 @@ pub enum ErrorCode {
     StepNotApplicable,
     StepNotSkippable,
     Conflict,
+    /// Too many requests from one caller (HTTP 429 with Retry-After).
+    RateLimited,
     Internal,
 }
 
@@ -33,6 +35,7 @@ impl ErrorCode {
             ErrorCode::StepNotApplicable => "STEP_NOT_APPLICABLE",
             ErrorCode::StepNotSkippable => "STEP_NOT_SKIPPABLE",
             ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::Internal => "INTERNAL",
         }
     }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use auth::JwtKeys;
 use config::ServerLimits;
 use graphql::OnrampSchema;
+use http::rate_limit::RateLimiter;
 use service::Onramp;
 
 /// Everything a request handler needs.
@@ -32,22 +33,30 @@ pub struct AppState {
     pub ws_init_timeout: Duration,
     /// Transport limits (body, websocket, query shape, rate).
     pub limits: ServerLimits,
+    /// One bucket per caller, shared by HTTP requests and websocket messages.
+    pub rate_limiter: Arc<RateLimiter>,
 }
 
 impl AppState {
     pub fn new(onramp: Onramp, keys: JwtKeys, graphiql: bool) -> Self {
         let onramp = Arc::new(onramp);
+        let limits = ServerLimits::default();
         AppState {
-            schema: graphql::build_schema(onramp.clone()),
+            schema: graphql::build_schema(onramp.clone(), &limits, graphiql),
             onramp,
             keys: Arc::new(keys),
             graphiql,
             ws_init_timeout: Duration::from_secs(10),
-            limits: ServerLimits::default(),
+            rate_limiter: Arc::new(RateLimiter::new(limits.rate_per_second, limits.rate_burst)),
+            limits,
         }
     }
 
+    /// Sets the transport limits; the schema is rebuilt so its depth, complexity and
+    /// nesting limits are the configured ones.
     pub fn with_limits(mut self, limits: ServerLimits) -> Self {
+        self.schema = graphql::build_schema(self.onramp.clone(), &limits, self.graphiql);
+        self.rate_limiter = Arc::new(RateLimiter::new(limits.rate_per_second, limits.rate_burst));
         self.limits = limits;
         self
     }

@@ -217,7 +217,10 @@ async fn serve(cli: Cli, mode: Mode) -> anyhow::Result<()> {
         println!("  GraphiQL:  http://{addr}/graphql");
         println!("  Token (admin, 7 days; add as header `Authorization: Bearer <token>`):\n  {token}\n");
     }
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    // The peer address keys the rate limit of callers without a valid token.
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     tracing::info!("shut down cleanly");
     Ok(())
 }

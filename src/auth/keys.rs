@@ -22,6 +22,10 @@ pub enum KeyError {
     NoAlgorithm,
     #[error("the development secret cannot be used in production")]
     DevelopmentSecretInProduction,
+    #[error(
+        "ONRAMP_JWT_SECRET is {bytes} bytes; an HS256 secret must be at least {MIN_SECRET_BYTES} bytes in production (RFC 7518 section 3.2)"
+    )]
+    WeakSecret { bytes: usize },
     #[error("cannot read key: {0}")]
     Read(#[from] std::io::Error),
     #[error("invalid key: {0}")]
@@ -29,6 +33,9 @@ pub enum KeyError {
     #[error("minting tokens needs a private key: set ONRAMP_JWT_PRIVATE_KEY")]
     NoPrivateKey,
 }
+
+/// RFC 7518 3.2: an HS256 key must be at least as long as the hash output (256 bits).
+pub const MIN_SECRET_BYTES: usize = 32;
 
 pub struct JwtKeys {
     algorithm: Algorithm,
@@ -50,6 +57,9 @@ impl JwtKeys {
             (Some(secret), None) => {
                 if secret == DEVELOPMENT_SECRET && mode == Mode::Production {
                     return Err(KeyError::DevelopmentSecretInProduction);
+                }
+                if secret.len() < MIN_SECRET_BYTES && mode == Mode::Production {
+                    return Err(KeyError::WeakSecret { bytes: secret.len() });
                 }
                 let s = secret.as_bytes();
                 (Algorithm::HS256, DecodingKey::from_secret(s), Some(EncodingKey::from_secret(s)), false)
@@ -132,7 +142,14 @@ impl JwtKeys {
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
             .ok_or("`sub` must be a non-empty string")?;
-        let expires_at = claims.get("exp").and_then(Value::as_u64).ok_or("`exp` must be a number")?;
+        // A NumericDate may have a fraction (RFC 7519 2); jsonwebtoken has checked it, and
+        // the connection lives until the whole second it falls in.
+        let expires_at = claims
+            .get("exp")
+            .and_then(Value::as_f64)
+            .filter(|exp| exp.is_finite() && *exp >= 0.0)
+            .map(|exp| exp.floor() as u64)
+            .ok_or("`exp` must be a number")?;
         let role = match claims.get(&self.role_claim) {
             None | Some(Value::Null) => Role::User,
             Some(Value::String(r)) => Role::parse(r).ok_or_else(|| format!("unknown role `{r}`"))?,

@@ -3,7 +3,7 @@
 
 mod keys;
 
-pub use keys::{JwtKeys, KeyError};
+pub use keys::{JwtKeys, KeyError, MIN_SECRET_BYTES};
 
 use crate::error::{AppError, AppResult};
 

@@ -15,12 +15,14 @@ pub struct AdminQuery;
 #[Object]
 impl AdminQuery {
     /// Every version of every flow, by key then version. Admin only.
+    #[graphql(complexity = "super::cost::READ + child_complexity")]
     async fn flows(&self, ctx: &Context<'_>) -> Result<Vec<Flow>> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok(onramp(ctx).list_flows().await?.iter().map(Flow::from).collect())
     }
 
     /// One version of a flow, or its newest version when none is given. Admin only.
+    #[graphql(complexity = "super::cost::READ + child_complexity")]
     async fn flow(&self, ctx: &Context<'_>, key: String, version: Option<i32>) -> Result<Option<Flow>> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok(onramp(ctx).flow(&key, version).await?.as_ref().map(Flow::from))
@@ -28,6 +30,7 @@ impl AdminQuery {
 
     /// Every problem publishFlow would report for this definition; empty when it would
     /// publish. Writes nothing. Admin only.
+    #[graphql(complexity = "super::cost::READ + child_complexity")]
     async fn validate_flow(&self, ctx: &Context<'_>, definition: Json<Value>) -> Result<Vec<FlowProblem>> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok(onramp(ctx).validate_flow(&definition.0).into_iter().map(FlowProblem::from).collect())
@@ -42,12 +45,14 @@ impl AdminMutation {
     /// Publishes a flow definition as the next version of its key, ACTIVE. Fails with
     /// VALIDATION_FAILED and every problem in `extensions.problems` ({path, code,
     /// message}). Subjects already enrolled stay on their version. Admin only.
+    #[graphql(complexity = "super::cost::WRITE + child_complexity")]
     async fn publish_flow(&self, ctx: &Context<'_>, definition: Json<Value>) -> Result<Flow> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok((&onramp(ctx).publish_flow(&definition.0).await?).into())
     }
 
     /// Stops new enrollments into a version; enrolled subjects carry on. Admin only.
+    #[graphql(complexity = "super::cost::WRITE + child_complexity")]
     async fn deprecate_flow(&self, ctx: &Context<'_>, key: String, version: i32) -> Result<Flow> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok((&onramp(ctx).deprecate_flow(&key, version).await?).into())
@@ -57,6 +62,7 @@ impl AdminMutation {
     /// what was done. With dryRun (the default) nothing is written and the report says
     /// what the real run would do; the real run moves enrollments in batches and can be
     /// run again after an interruption. Admin only.
+    #[graphql(complexity = "super::cost::WRITE + child_complexity")]
     async fn migrate_enrollments(
         &self,
         ctx: &Context<'_>,
@@ -72,6 +78,7 @@ impl AdminMutation {
     /// Sets a subject's attributes (a JSON object). With merge, top-level keys are merged
     /// into the existing ones and a null value removes a key; without, they are replaced.
     /// Admin and service only.
+    #[graphql(complexity = "super::cost::WRITE + child_complexity")]
     async fn set_subject_attributes(
         &self,
         ctx: &Context<'_>,
@@ -87,6 +94,7 @@ impl AdminMutation {
 
     /// Sets a workspace's attributes, which the audiences and step conditions of
     /// workspace-scoped flows read; merge as in setSubjectAttributes. Admin and service only.
+    #[graphql(complexity = "super::cost::WRITE + child_complexity")]
     async fn set_workspace_attributes(
         &self,
         ctx: &Context<'_>,

@@ -396,6 +396,7 @@ impl AnalyticsQuery {
     /// completed, skipped, conversion, drop-off and time to complete. Counts enrollments of
     /// the key (optionally of one version and one variant) started in [since, until).
     /// Admin only.
+    #[graphql(complexity = "super::cost::ANALYTICS + child_complexity")]
     async fn funnel(
         &self,
         ctx: &Context<'_>,
@@ -416,6 +417,7 @@ impl AnalyticsQuery {
     /// completion rate, time to complete), overall and by version and by variant. Counts
     /// enrollments of the key (optionally of one version and one variant) started in
     /// [since, until). Admin only.
+    #[graphql(complexity = "super::cost::ANALYTICS + child_complexity")]
     async fn flow_stats(
         &self,
         ctx: &Context<'_>,
@@ -433,6 +435,7 @@ impl AnalyticsQuery {
     /// An experiment's variants compared on flow completion against the control (the
     /// first variant): rates, 95% Wilson intervals, lifts, z-test p-values and a warning
     /// when the sample is too small to conclude. Admin only.
+    #[graphql(complexity = "super::cost::ANALYTICS + child_complexity")]
     async fn experiment_results(
         &self,
         ctx: &Context<'_>,
@@ -445,6 +448,7 @@ impl AnalyticsQuery {
     /// Per step, the retention of the enrollments that completed it against those that
     /// did not, over the cohort of the flow's enrollments started at least retentionDays
     /// ago. Admin only.
+    #[graphql(complexity = "super::cost::ANALYTICS + child_complexity")]
     async fn step_impact(
         &self,
         ctx: &Context<'_>,
@@ -461,6 +465,7 @@ impl AnalyticsQuery {
     /// bucket from the one containing `since` to the last one starting before `until`,
     /// zeros included; only what happened in [since, until) is counted. At most 1000
     /// buckets. Admin only.
+    #[graphql(complexity = "super::cost::ANALYTICS + child_complexity")]
     async fn time_series(
         &self,
         ctx: &Context<'_>,

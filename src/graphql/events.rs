@@ -71,11 +71,13 @@ impl EventMutation {
     /// Stores a batch of events (at most 1000) and completes the steps they trigger, in
     /// one transaction. Each event gets a result, in input order: good events are applied
     /// even when others in the batch are rejected. Service and admin only.
+    #[graphql(complexity = "super::cost::WRITE + child_complexity")]
     async fn track_events(&self, ctx: &Context<'_>, events: Vec<EventInput>) -> Result<Vec<EventResult>> {
         track(ctx, events).await
     }
 
     /// One event; see trackEvents.
+    #[graphql(complexity = "super::cost::WRITE + child_complexity")]
     async fn track_event(&self, ctx: &Context<'_>, event: EventInput) -> Result<EventResult> {
         let mut results = track(ctx, vec![event]).await?;
         Ok(results.remove(0))

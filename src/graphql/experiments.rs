@@ -85,6 +85,7 @@ pub struct ExperimentQuery;
 #[Object]
 impl ExperimentQuery {
     /// An experiment: variants, weights, state and exposure counts. Admin only.
+    #[graphql(complexity = "super::cost::READ + child_complexity")]
     async fn experiment(&self, ctx: &Context<'_>, key: String) -> Result<Experiment> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok(onramp(ctx).experiment(&key).await?.into())
@@ -97,6 +98,7 @@ pub struct ExperimentMutation;
 #[Object]
 impl ExperimentMutation {
     /// Creates an experiment (DRAFT) between versions of a flow. Admin only.
+    #[graphql(complexity = "super::cost::WRITE + child_complexity")]
     async fn create_experiment(
         &self,
         ctx: &Context<'_>,
@@ -111,18 +113,21 @@ impl ExperimentMutation {
     }
 
     /// Starts assigning new subjects; one experiment runs per flow. Admin only.
+    #[graphql(complexity = "super::cost::WRITE + child_complexity")]
     async fn start_experiment(&self, ctx: &Context<'_>, key: String) -> Result<Experiment> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok(onramp(ctx).start_experiment(&key).await?.into())
     }
 
     /// Stops assigning new subjects. Admin only.
+    #[graphql(complexity = "super::cost::WRITE + child_complexity")]
     async fn stop_experiment(&self, ctx: &Context<'_>, key: String) -> Result<Experiment> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok(onramp(ctx).stop_experiment(&key).await?.into())
     }
 
     /// Every new subject gets this variant's version from now on. Admin only.
+    #[graphql(complexity = "super::cost::WRITE + child_complexity")]
     async fn declare_winner(&self, ctx: &Context<'_>, key: String, variant: String) -> Result<Experiment> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok(onramp(ctx).declare_winner(&key, &variant).await?.into())
@@ -130,6 +135,7 @@ impl ExperimentMutation {
 
     /// Changes weights for subjects not yet exposed; exposed subjects keep their variant.
     /// Admin only.
+    #[graphql(complexity = "super::cost::WRITE + child_complexity")]
     async fn set_experiment_weights(
         &self,
         ctx: &Context<'_>,

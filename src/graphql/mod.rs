@@ -3,6 +3,7 @@
 
 mod admin;
 mod analytics;
+pub mod edge;
 mod events;
 mod experiments;
 mod onboarding;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use async_graphql::{Context, ID, MergedObject, SDLExportOptions, Schema, SchemaBuilder};
 
 use crate::auth::{Auth, Principal};
+use crate::config::ServerLimits;
 use crate::error::AppResult;
 use crate::service::{Onramp, Party};
 
@@ -38,13 +40,37 @@ pub type OnrampSchema = Schema<Query, Mutation, subscription::Subscription>;
 
 /// The schema without data, so the SDL can be exported with no database.
 pub fn schema_builder() -> SchemaBuilder<Query, Mutation, subscription::Subscription> {
-    Schema::build(Query::default(), Mutation::default(), subscription::Subscription)
-        .limit_depth(16)
-        .limit_complexity(5_000)
+    schema_builder_with(&ServerLimits::default())
 }
 
-pub fn build_schema(onramp: Arc<Onramp>) -> OnrampSchema {
-    schema_builder().data(onramp).extension(parsed::ParsedQueries::default()).finish()
+fn schema_builder_with(limits: &ServerLimits) -> SchemaBuilder<Query, Mutation, subscription::Subscription> {
+    Schema::build(Query::default(), Mutation::default(), subscription::Subscription)
+        .limit_depth(limits.query_depth)
+        .limit_complexity(limits.query_complexity)
+        // A second line behind the nesting pre-scan: selection sets (fragments included)
+        // nested deeper than this are refused right after parsing.
+        .limit_recursive_depth(limits.query_nesting)
+}
+
+/// The serving schema. In production (`development` false) field suggestions are off and
+/// introspection is refused except, when configured, to admins: a deployed API does not
+/// map itself for strangers. schema.graphql is generated from code, not by introspection.
+pub fn build_schema(onramp: Arc<Onramp>, limits: &ServerLimits, development: bool) -> OnrampSchema {
+    let mut builder = schema_builder_with(limits);
+    if !development {
+        builder = builder.disable_suggestions();
+    }
+    builder
+        .data(onramp)
+        // First, so it sees every document, cached or not: the pre-scan must run before the
+        // parser, and whether a document may introspect depends on who sends it.
+        .extension(edge::EdgeGuard {
+            max_nesting: limits.query_nesting,
+            introspection: development,
+            admin_introspection: limits.admin_introspection,
+        })
+        .extension(parsed::ParsedQueries::default())
+        .finish()
 }
 
 /// The SDL as checked in at schema.graphql; sorted so diffs stay stable.
@@ -72,4 +98,17 @@ fn party(ctx: &Context<'_>, subject_id: Option<&ID>, workspace_id: Option<&ID>) 
         subject: caller.target(subject_id.map(|id| id.as_str()))?,
         workspace: caller.workspace(workspace_id.map(|id| id.as_str()))?,
     })
+}
+
+/// What a field adds to a request's complexity (`ServerLimits::query_complexity`, 5000 by
+/// default) beyond the 1 every field costs: the limit then bounds the database work one
+/// request can ask for, not only its size. Thousands of aliased `points` fields are refused;
+/// the widest real query (a status with every field) costs well under 100.
+mod cost {
+    /// One or two indexed reads.
+    pub const READ: usize = 20;
+    /// A write transaction (with its reads and a publish).
+    pub const WRITE: usize = 50;
+    /// An analytics query: aggregates over many rows.
+    pub const ANALYTICS: usize = 200;
 }

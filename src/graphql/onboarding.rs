@@ -19,6 +19,7 @@ impl OnboardingQuery {
     /// flow. NOT_STARTED, with the would-be steps, when not enrolled. Reading enrolls
     /// nothing; its only write is the exposure to a running experiment. Only admin and
     /// service callers may pass subjectId; a user may pass only its own workspaces.
+    #[graphql(complexity = "super::cost::READ + child_complexity")]
     async fn status(
         &self,
         ctx: &Context<'_>,
@@ -32,6 +33,7 @@ impl OnboardingQuery {
     }
 
     /// The first applicable, available, unfinished step, or null when there is none.
+    #[graphql(complexity = "super::cost::READ + child_complexity")]
     async fn next_step(
         &self,
         ctx: &Context<'_>,
@@ -48,6 +50,7 @@ impl OnboardingQuery {
     /// Points from the ledger: the total and every entry. The subject's own, or with
     /// workspaceId the workspace's (awarded by its workspace-scoped flows). Only admin and
     /// service callers may pass subjectId; a user may pass only its own workspaces.
+    #[graphql(complexity = "super::cost::READ + child_complexity")]
     async fn points(&self, ctx: &Context<'_>, subject_id: Option<ID>, workspace_id: Option<ID>) -> Result<Points> {
         let caller = principal(ctx)?;
         let owner = match &workspace_id {
@@ -76,6 +79,7 @@ impl OnboardingQuery {
     /// it (NOT_STARTED until it enrolls); then the same for workspace-scoped flows of the
     /// workspace given, or, for a user without workspaceId, of every workspace its token
     /// lists. By flow key, then workspace.
+    #[graphql(complexity = "super::cost::READ + child_complexity")]
     async fn onboardings(
         &self,
         ctx: &Context<'_>,
@@ -113,6 +117,7 @@ const MAX_REASON_LEN: usize = 500;
 #[Object]
 impl OnboardingMutation {
     /// Enrolls in the newest active version, or resumes a dismissed flow.
+    #[graphql(complexity = "super::cost::WRITE + child_complexity")]
     async fn start_onboarding(
         &self,
         ctx: &Context<'_>,
@@ -124,6 +129,7 @@ impl OnboardingMutation {
     }
 
     /// Marks a step IN_PROGRESS.
+    #[graphql(complexity = "super::cost::WRITE + child_complexity")]
     async fn start_step(
         &self,
         ctx: &Context<'_>,
@@ -137,6 +143,7 @@ impl OnboardingMutation {
 
     /// Completes a step, awarding its points once. Idempotent: repeating it returns the
     /// same state. `metadata` (a JSON object) records what the subject answered.
+    #[graphql(complexity = "super::cost::WRITE + child_complexity")]
     async fn complete_step(
         &self,
         ctx: &Context<'_>,
@@ -155,6 +162,7 @@ impl OnboardingMutation {
     }
 
     /// Skips an optional step.
+    #[graphql(complexity = "super::cost::WRITE + child_complexity")]
     async fn skip_step(
         &self,
         ctx: &Context<'_>,
@@ -171,6 +179,7 @@ impl OnboardingMutation {
     }
 
     /// Dismisses the whole flow. A completed flow stays completed.
+    #[graphql(complexity = "super::cost::WRITE + child_complexity")]
     async fn skip_onboarding(
         &self,
         ctx: &Context<'_>,

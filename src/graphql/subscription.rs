@@ -24,6 +24,7 @@ impl Subscription {
     /// an attribute change). A client that falls behind gets the latest snapshot, not
     /// every intermediate one; revisions never go backwards. Only admin and service
     /// callers may pass subjectId; a user may pass only its own workspaces.
+    #[graphql(complexity = "super::cost::READ + child_complexity")]
     async fn onboarding_progress(
         &self,
         ctx: &Context<'_>,

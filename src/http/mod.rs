@@ -1,50 +1,102 @@
 //! HTTP routes: /graphql (POST; GET serves GraphiQL in development), /graphql/ws
 //! (subscriptions) and /healthz.
 
+mod panic;
+pub mod rate_limit;
 mod websocket;
 
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use async_graphql::http::WebSocketProtocols;
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::GraphQLResponse;
 use axum::Router;
+use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use futures_util::StreamExt;
+use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+
+pub use panic::{catch_panic_layer, panic_message};
+use rate_limit::{Caller, retry_after_seconds};
 
 use crate::AppState;
 use crate::auth::Auth;
 use crate::error::ErrorCode;
-
-/// Flow definitions and event batches are the largest bodies; a few MiB is plenty.
-const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .route("/graphql/ws", get(graphql_ws))
         .route("/healthz", get(healthz))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // For any extractor that reads a body; /graphql reads its own with the same limit.
+        .layer(DefaultBodyLimit::max(state.limits.body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+        .layer(catch_panic_layer())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
-async fn graphql(State(state): State<AppState>, headers: HeaderMap, request: GraphQLRequest) -> GraphQLResponse {
-    let auth = match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
+/// A JSON error body shaped like a GraphQL response, for refusals made before GraphQL runs.
+fn refusal(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] });
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.to_string()).into_response()
+}
+
+/// The peer's address, when the server was started with connect info (main and the test
+/// harness are; a router served without it keys every anonymous caller alike).
+struct PeerAddr(Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(PeerAddr(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip())))
+    }
+}
+
+fn auth_from(state: &AppState, headers: &HeaderMap) -> Auth {
+    match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
         None => Auth::Anonymous,
         Some(Ok(value)) => match state.keys.verify(value) {
             Ok(principal) => Auth::Verified(principal),
             Err(why) => Auth::Rejected(why),
         },
         Some(Err(_)) => Auth::Rejected("the Authorization header is not valid text".into()),
+    }
+}
+
+fn rate_limited(wait: Duration) -> Response {
+    let seconds = retry_after_seconds(wait);
+    let mut response = refusal(
+        StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::RateLimited,
+        &format!("too many requests: retry after {seconds} s"),
+    );
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+async fn graphql(State(state): State<AppState>, PeerAddr(peer): PeerAddr, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let auth = auth_from(&state, &parts.headers);
+    // Before the body is read: a refused caller costs a token check, nothing more.
+    if let Err(wait) = state.rate_limiter.take(&Caller::of(&auth, peer)) {
+        return rate_limited(wait);
+    }
+    let request = match read_request(&parts.headers, body, state.limits.body_bytes).await {
+        Ok(request) => request,
+        Err(refused) => return refused,
     };
-    let mut response = state.schema.execute(request.into_inner().data(auth)).await;
+    let mut response = state.schema.execute(request.data(auth)).await;
     // Errors raised before any resolver runs (a malformed query, a wrong variable type)
     // come from async-graphql without a code; every failure carries one.
     for error in &mut response.errors {
@@ -53,7 +105,46 @@ async fn graphql(State(state): State<AppState>, headers: HeaderMap, request: Gra
             extensions.set("code", ErrorCode::ValidationFailed.as_str());
         }
     }
-    response.into()
+    GraphQLResponse::from(response).into_response()
+}
+
+/// Reads a JSON GraphQL request of at most `limit` bytes. async-graphql-axum's extractor
+/// reads the whole body whatever `DefaultBodyLimit` says, so the limit is enforced here:
+/// a declared Content-Length beyond it is refused unread, and a chunked body is read
+/// only until it passes the limit.
+async fn read_request(headers: &HeaderMap, body: Body, limit: usize) -> Result<async_graphql::Request, Response> {
+    let too_large = || {
+        refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::ValidationFailed,
+            &format!("the request body is larger than {limit} bytes"),
+        )
+    };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(declared.map_or(0, |length| length as usize));
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|_| {
+            refusal(StatusCode::BAD_REQUEST, ErrorCode::ValidationFailed, "the request body could not be read")
+        })?;
+        if bytes.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        // serde's message can quote the input; its category and position cannot.
+        let message = format!(
+            "the body is not a JSON GraphQL request ({:?} error at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        );
+        refusal(StatusCode::BAD_REQUEST, ErrorCode::ValidationFailed, &message)
+    })
 }
 
 /// Small buffers: thousands of idle subscribers each hold them for as long as they are
@@ -61,9 +152,13 @@ async fn graphql(State(state): State<AppState>, headers: HeaderMap, request: Gra
 /// pong); a larger one is still read whole, only in more than one read.
 const WS_READ_BUFFER_BYTES: usize = 1024;
 const WS_WRITE_BUFFER_BYTES: usize = 4 * 1024;
-const WS_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
-async fn graphql_ws(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+async fn graphql_ws(
+    State(state): State<AppState>,
+    PeerAddr(peer): PeerAddr,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     // The first protocol the client offers that we speak; graphql-transport-ws when it
     // names none.
     let offered = headers.get(header::SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok());
@@ -78,8 +173,14 @@ async fn graphql_ws(State(state): State<AppState>, headers: HeaderMap, upgrade: 
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .read_buffer_size(WS_READ_BUFFER_BYTES)
         .write_buffer_size(WS_WRITE_BUFFER_BYTES)
-        .max_message_size(WS_MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| websocket::serve(socket, protocol, state))
+        // Past this the connection closes with 1009 (websocket.rs). A frame is read whole
+        // before its message is measured, so the client that sent it is reading again when
+        // the close frame comes; frames beyond four times the limit are refused from their
+        // header, unread, which bounds what one connection can make the server buffer (the
+        // close frame is still sent, but a client still writing may see a reset).
+        .max_message_size(state.limits.ws_message_bytes)
+        .max_frame_size(state.limits.ws_message_bytes.saturating_mul(4))
+        .on_upgrade(move |socket| websocket::serve(socket, protocol, state, peer))
 }
 
 async fn graphiql(State(state): State<AppState>) -> Response {

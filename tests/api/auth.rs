@@ -11,6 +11,9 @@ use serde_json::{Value, json};
 
 use crate::common::{TEST_SECRET, jwt_args, sign_hmac, unix_now};
 
+/// A second valid secret (32 bytes or more), for tokens the harness key must refuse.
+const SOME_SECRET: &str = "another-secret-that-is-32-bytes-long";
+
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
@@ -139,6 +142,36 @@ fn key_configuration_mistakes_are_refused() {
     // An EC key declared as RSA.
     let mismatched = public_key_args(KeyAlgorithm::Rs256, "ec", false);
     assert!(matches!(key_error(&mismatched, Mode::Production), KeyError::Invalid(_)));
+}
+
+#[test]
+fn short_hs256_secrets_are_refused_in_production() {
+    for secret in ["s", "integration-test-secret", &"x".repeat(31)] {
+        let error = key_error(&secret_args(secret), Mode::Production);
+        assert!(matches!(error, KeyError::WeakSecret { bytes } if bytes == secret.len()), "{secret}: {error}");
+        let message = error.to_string();
+        assert!(message.contains("at least 32 bytes") && message.contains("ONRAMP_JWT_SECRET"), "{message}");
+        assert!(secret.len() < 8 || !message.contains(secret), "the secret itself is not printed: {message}");
+        // Development keeps working with any secret.
+        assert!(JwtKeys::from_args(&secret_args(secret), Mode::Development).is_ok());
+    }
+    assert!(JwtKeys::from_args(&secret_args(&"x".repeat(32)), Mode::Production).is_ok());
+}
+
+#[test]
+fn fractional_numeric_dates_are_accepted() {
+    // RFC 7519 2: a NumericDate is a JSON number and may carry a fraction.
+    let keys = keys(&secret_args(TEST_SECRET));
+    let now = unix_now() as f64;
+    let sign = |claims: Value| sign_hmac(&claims, Algorithm::HS256, TEST_SECRET);
+    let fractional = sign(json!({ "sub": "alice", "exp": now + 600.5, "nbf": now - 10.25, "iat": now - 0.5 }));
+    let principal = keys.verify(&fractional).unwrap_or_else(|e| panic!("refused: {e}"));
+    assert_eq!(principal.expires_at, (now + 600.5).floor() as u64);
+    // The fraction changes nothing about what is refused.
+    refused(&keys, &sign(json!({ "sub": "alice", "exp": now - 3600.5 })));
+    refused(&keys, &sign(json!({ "sub": "alice", "exp": now + 7200.5, "nbf": now + 3600.5 })));
+    refused(&keys, &sign(json!({ "sub": "alice", "exp": -1.5 })));
+    refused(&keys, &sign(json!({ "sub": "alice", "exp": "1700000000.5" })));
 }
 
 #[test]
@@ -298,20 +331,18 @@ const LIMIT: Duration = Duration::from_secs(60);
 #[test]
 fn cli_token_mints_a_token_the_server_accepts() {
     let mut command = onramp();
-    command
-        .args(["token", "--sub", "alice", "--role", "admin", "--ttl", "120"])
-        .env("ONRAMP_JWT_SECRET", "some-secret");
+    command.args(["token", "--sub", "alice", "--role", "admin", "--ttl", "120"]).env("ONRAMP_JWT_SECRET", SOME_SECRET);
     let output = run(command, LIMIT);
     assert!(output.status.success(), "{}", stderr(&output));
     let token = stdout(&output).trim().to_string();
     assert_eq!(token.split('.').count(), 3, "one JWT on stdout: {token}");
-    let principal = keys(&secret_args("some-secret")).verify(&token).unwrap();
+    let principal = keys(&secret_args(SOME_SECRET)).verify(&token).unwrap();
     assert_eq!((principal.subject.as_str(), principal.role), ("alice", Role::Admin));
     assert!(principal.expires_at.abs_diff(unix_now() + 120) <= 10, "--ttl is honoured: {principal:?}");
     refused(&keys(&secret_args(TEST_SECRET)), &token);
 
     let mut command = onramp();
-    command.args(["token", "--sub", "alice", "--role", "wizard"]).env("ONRAMP_JWT_SECRET", "some-secret");
+    command.args(["token", "--sub", "alice", "--role", "wizard"]).env("ONRAMP_JWT_SECRET", SOME_SECRET);
     let output = run(command, LIMIT);
     assert!(!output.status.success());
     assert!(stdout(&output).trim().is_empty(), "no token for an unknown role");
@@ -321,10 +352,10 @@ fn cli_token_mints_a_token_the_server_accepts() {
     let mut command = onramp();
     command
         .args(["token", "--sub", "bob", "--workspace", "acme", "--workspace", "globex"])
-        .env("ONRAMP_JWT_SECRET", "some-secret");
+        .env("ONRAMP_JWT_SECRET", SOME_SECRET);
     let output = run(command, LIMIT);
     assert!(output.status.success(), "{}", stderr(&output));
-    let defaults = JwtArgs { workspace_claim: "workspaces".into(), ..secret_args("some-secret") };
+    let defaults = JwtArgs { workspace_claim: "workspaces".into(), ..secret_args(SOME_SECRET) };
     let principal = keys(&defaults).verify(stdout(&output).trim()).unwrap();
     assert_eq!(principal.workspaces, ["acme", "globex"]);
     assert_eq!(principal.role, Role::User);
@@ -389,6 +420,28 @@ fn cli_serve_refuses_production_without_a_key() {
     assert!(stderr(&output).contains("development secret"), "{}", stderr(&output));
     assert!(!stderr(&output).contains(DEVELOPMENT_SECRET), "the secret itself is not printed");
     assert!(!db.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cli_serve_refuses_a_short_secret_in_production() {
+    let dir = std::env::temp_dir().join(format!("onramp-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("refused.db");
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let short = "only-23-bytes-of-secret";
+    let mut command = onramp();
+    command
+        .arg("serve")
+        .env("DATABASE_URL", &url)
+        .env("ONRAMP_BIND", "127.0.0.1:0")
+        .env("ONRAMP_MODE", "production")
+        .env("ONRAMP_JWT_SECRET", short);
+    let output = run(command, LIMIT);
+    assert!(!output.status.success(), "started with a 23-byte secret in production");
+    assert!(stderr(&output).contains("at least 32 bytes"), "{}", stderr(&output));
+    assert!(!stderr(&output).contains(short), "the secret itself is not printed");
+    assert!(!db.exists(), "refused before touching the database");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -12,6 +12,8 @@ mod errors;
 mod events;
 mod experiments;
 mod flows;
+mod fuzz;
+mod hardening;
 mod points;
 mod progress;
 mod rollup;

@@ -6,13 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use onramp::auth::{JwtKeys, Role};
-use onramp::config::{JwtArgs, Mode};
+use onramp::config::{JwtArgs, Mode, ServerLimits};
 use onramp::service::Onramp;
 use onramp::{AppState, http, persistence};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use serde_json::{Value, json};
 
-pub const TEST_SECRET: &str = "integration-test-secret";
+/// At least 32 bytes: production refuses a shorter HS256 secret.
+pub const TEST_SECRET: &str = "integration-test-secret-of-32-bytes-or-more";
 const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Runs each named test function on both backends: `both!(name);` makes
@@ -33,6 +34,33 @@ macro_rules! both {
             }
         )*
     };
+}
+
+/// Like `both!`, on a server started with the limits `$limits()` returns:
+/// `both_with!(low_rate => name);`.
+#[macro_export]
+macro_rules! both_with {
+    ($limits:ident => $($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::common::TestApp::sqlite_with(super::$limits()).await).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::common::TestApp::postgres_with(super::$limits()).await).await;
+                }
+            }
+        )*
+    };
+}
+
+/// The limits the harness serves with: the defaults, with a rate limit high enough that
+/// tests firing many requests as one subject are not throttled (the rate limit has its
+/// own tests with a low one).
+pub fn test_limits() -> ServerLimits {
+    ServerLimits { rate_per_second: 100_000.0, rate_burst: 100_000.0, ..ServerLimits::default() }
 }
 
 pub enum Backend {
@@ -71,12 +99,20 @@ pub fn jwt_args() -> JwtArgs {
 
 impl TestApp {
     pub async fn sqlite() -> TestApp {
-        let path = std::env::temp_dir().join(format!("onramp-test-{}.db", uuid::Uuid::new_v4().simple()));
-        let url = format!("sqlite://{}?mode=rwc", path.display());
-        TestApp::start(&url, Backend::Sqlite { path }).await
+        TestApp::sqlite_with(test_limits()).await
     }
 
     pub async fn postgres() -> TestApp {
+        TestApp::postgres_with(test_limits()).await
+    }
+
+    pub async fn sqlite_with(limits: ServerLimits) -> TestApp {
+        let path = std::env::temp_dir().join(format!("onramp-test-{}.db", uuid::Uuid::new_v4().simple()));
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        TestApp::start(&url, Backend::Sqlite { path }, limits).await
+    }
+
+    pub async fn postgres_with(limits: ServerLimits) -> TestApp {
         let admin_url = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_POSTGRES.to_string());
         let name = format!("onramp_test_{}", uuid::Uuid::new_v4().simple());
         let admin = Database::connect(&admin_url)
@@ -92,20 +128,23 @@ impl TestApp {
         }
         admin.close().await.ok();
         let url = with_database(&admin_url, &name);
-        TestApp::start(&url, Backend::Postgres { admin_url, name }).await
+        TestApp::start(&url, Backend::Postgres { admin_url, name }, limits).await
     }
 
-    async fn start(url: &str, backend: Backend) -> TestApp {
+    async fn start(url: &str, backend: Backend, limits: ServerLimits) -> TestApp {
         let db = persistence::connect(url, 8).await.expect("connect");
         persistence::migrate(&db).await.expect("migrate");
         let keys = JwtKeys::from_args(&jwt_args(), Mode::Production).expect("keys");
         let onramp = Onramp::new(db);
         onramp.listen(url).await.expect("change listener");
-        let state = AppState::new(onramp, keys, false).with_ws_init_timeout(std::time::Duration::from_secs(2));
+        let state = AppState::new(onramp, keys, false)
+            .with_ws_init_timeout(std::time::Duration::from_secs(2))
+            .with_limits(limits);
         let keys = state.keys.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, http::router(state)).await });
+        let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await });
         let direct = persistence::connect(url, 2).await.expect("connect direct");
         TestApp { addr, client: reqwest::Client::new(), keys, db: direct, backend, url: url.to_string() }
     }

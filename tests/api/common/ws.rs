@@ -99,6 +99,25 @@ impl WsClient {
             .expect("websocket send");
     }
 
+    /// Sends any text, JSON or not.
+    pub async fn send_text(&mut self, text: String) {
+        timeout(RECV, self.stream.send(Message::text(text)))
+            .await
+            .expect("websocket send timed out")
+            .expect("websocket send");
+    }
+
+    /// Sends `count` websocket ping frames as fast as the socket takes them.
+    pub async fn flood_ping_frames(&mut self, count: usize) {
+        for i in 0..count {
+            timeout(RECV, self.stream.feed(Message::Ping(i.to_be_bytes().to_vec().into())))
+                .await
+                .expect("websocket send timed out")
+                .expect("websocket send");
+        }
+        timeout(RECV, self.stream.flush()).await.expect("websocket flush timed out").expect("websocket flush");
+    }
+
     pub async fn init(&mut self, payload: Value) {
         self.send(json!({ "type": "connection_init", "payload": payload })).await;
     }
