@@ -25,4 +25,4 @@ pub use progress::{
     StepView,
 };
 pub use triggers::EventFact;
-pub use validation::{Problem, parse_flow};
+pub use validation::{Problem, parse_flow, validate_flow};
