@@ -12,6 +12,7 @@ mod errors;
 mod events;
 mod experiments;
 mod flows;
+mod limits;
 mod points;
 mod progress;
 mod rollup;
