@@ -26,3 +26,6 @@ pub use progress::{
 };
 pub use triggers::EventFact;
 pub use validation::{Problem, parse_flow, validate_flow};
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -532,8 +532,9 @@ fn parse_condition(
             );
             continue;
         }
-        if let Some(path) = path {
-            check_status_values(&path, Op::Eq, value, &item_at, problems);
+        if let Some(path) = path
+            && check_status_values(&path, Op::Eq, value, &item_at, problems)
+        {
             items.push(Condition::Compare { path, op: Op::Eq, value: value.clone() });
         }
     }
