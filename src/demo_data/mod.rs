@@ -306,7 +306,7 @@ async fn world(db: &DatabaseConnection, options: &Options) -> anyhow::Result<Wor
     let latest = match store.latest_active(db, key).await? {
         Some(flow) => flow,
         None if key == DEMO_FLOW_KEY && store.find(db, key, None).await?.is_none() => Onramp::new(db.clone())
-            .publish_flow(&demo_flow_definition())
+            .publish_flow(demo_flow_definition())
             .await
             .map_err(|e| anyhow::anyhow!("publishing the demo flow: {}", e.message))?,
         None => {

@@ -25,4 +25,7 @@ pub use progress::{
     StepView,
 };
 pub use triggers::EventFact;
-pub use validation::{Problem, parse_flow};
+pub use validation::{Problem, parse_flow, validate_flow};
+
+#[cfg(test)]
+mod fuzz_tests;

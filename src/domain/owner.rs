@@ -4,6 +4,7 @@
 //! key tells them apart.
 
 use super::flow::FlowScope;
+use super::limits::Limits;
 
 /// Reserved at the start of subject keys for workspaces. A user id cannot start with it,
 /// or that user would read and change the workspace's progress as its own.
@@ -16,21 +17,18 @@ pub enum Owner {
 }
 
 impl Owner {
-    /// A user, refused when its id is empty or has the workspace prefix.
-    pub fn user(id: &str) -> Result<Owner, String> {
-        if id.is_empty() {
-            return Err("a subject id cannot be empty".into());
-        }
+    /// A user, refused when its id is empty, longer than the id limit (a token's `sub`
+    /// included: every user is built here) or has the workspace prefix.
+    pub fn user(id: &str, limits: &Limits) -> Result<Owner, String> {
+        limits.check_id("a subject id", id)?;
         if id.starts_with(WORKSPACE_PREFIX) {
             return Err(format!("a subject id cannot start with `{WORKSPACE_PREFIX}`: it is reserved for workspaces"));
         }
         Ok(Owner::User(id.to_string()))
     }
 
-    pub fn workspace(id: &str) -> Result<Owner, String> {
-        if id.is_empty() {
-            return Err("a workspace id cannot be empty".into());
-        }
+    pub fn workspace(id: &str, limits: &Limits) -> Result<Owner, String> {
+        limits.check_id("a workspace id", id)?;
         Ok(Owner::Workspace(id.to_string()))
     }
 
@@ -72,8 +70,8 @@ mod tests {
 
     #[test]
     fn keys_round_trip_and_never_collide() {
-        let user = Owner::user("acme").unwrap();
-        let workspace = Owner::workspace("acme").unwrap();
+        let user = Owner::user("acme", &Limits::default()).unwrap();
+        let workspace = Owner::workspace("acme", &Limits::default()).unwrap();
         assert_ne!(user.key(), workspace.key());
         assert_eq!(Owner::from_key(&user.key()), user);
         assert_eq!(Owner::from_key(&workspace.key()), workspace);
@@ -85,11 +83,22 @@ mod tests {
 
     #[test]
     fn a_user_id_cannot_pose_as_a_workspace() {
-        assert!(Owner::user("workspace:acme").is_err());
-        assert!(Owner::user("").is_err());
-        assert!(Owner::workspace("").is_err());
+        let limits = Limits::default();
+        assert!(Owner::user("workspace:acme", &limits).is_err());
+        assert!(Owner::user("", &limits).is_err());
+        assert!(Owner::workspace("", &limits).is_err());
         // A workspace id may itself contain the prefix: its key is still unambiguous.
-        let odd = Owner::workspace("workspace:x").unwrap();
+        let odd = Owner::workspace("workspace:x", &limits).unwrap();
         assert_eq!(Owner::from_key(&odd.key()), odd);
+    }
+
+    #[test]
+    fn ids_are_bounded_by_the_id_limit() {
+        let limits = Limits { id_bytes: 8, ..Limits::default() };
+        assert!(Owner::user("12345678", &limits).is_ok());
+        assert!(Owner::workspace("12345678", &limits).is_ok());
+        let err = Owner::user("123456789", &limits).unwrap_err();
+        assert!(err.contains("at most 8"), "{err}");
+        assert!(Owner::workspace("123456789", &limits).is_err());
     }
 }

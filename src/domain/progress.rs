@@ -245,7 +245,7 @@ pub enum Command {
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProgressError {
-    #[error("the flow has no step `{0}`")]
+    #[error("the flow has no step `{}`", super::limits::shorten(.0))]
     StepNotFound(String),
     #[error("step `{0}` does not apply to this subject")]
     StepNotApplicable(String),
@@ -276,7 +276,7 @@ impl Outcome {
     pub fn absorb(&mut self, later: Outcome) {
         self.changed |= later.changed;
         self.completed |= later.completed;
-        self.points_awarded += later.points_awarded;
+        self.points_awarded = self.points_awarded.saturating_add(later.points_awarded);
         self.changed_steps.extend(later.changed_steps);
     }
 }
@@ -378,7 +378,8 @@ pub fn apply(
                 state.source = source;
                 state.event_id = None;
                 state.completed_by = None;
-                enrollment.points += points;
+                // Points per step are bounded at publish; the sum still cannot wrap.
+                enrollment.points = enrollment.points.saturating_add(points);
                 outcome.points_awarded = points;
                 touch_step(enrollment, &mut outcome, step);
             }

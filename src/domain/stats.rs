@@ -297,13 +297,36 @@ impl Bucket {
         Duration::days(self.days())
     }
 
-    /// The first day of the bucket containing `day`.
+    /// The first day of the bucket containing `day` (the earliest date there is, for a
+    /// week that would begin before it).
     pub fn start_of(self, day: NaiveDate) -> NaiveDate {
         match self {
             Bucket::Day => day,
-            Bucket::Week => day - Duration::days(i64::from(day.weekday().num_days_from_monday())),
+            Bucket::Week => day
+                .checked_sub_days(chrono::Days::new(u64::from(day.weekday().num_days_from_monday())))
+                .unwrap_or(NaiveDate::MIN),
         }
     }
+}
+
+/// The earliest instant an analytics window may name: 1970-01-01T00:00:00Z.
+pub fn earliest_instant() -> DateTime<Utc> {
+    DateTime::<Utc>::UNIX_EPOCH
+}
+
+/// The first instant past what an analytics window may name: 10000-01-01T00:00:00Z (so
+/// every year up to 9999 may be named).
+pub fn instant_past_latest() -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(10_000, 1, 1).map_or(DateTime::<Utc>::MAX_UTC, midnight)
+}
+
+/// An instant of an analytics window (`since`, `until`) within the accepted years,
+/// 1970 to 9999, so no date arithmetic on it can leave chrono's range.
+pub fn check_instant(what: &str, at: DateTime<Utc>) -> Result<(), String> {
+    if at < earliest_instant() || at >= instant_past_latest() {
+        return Err(format!("{what} must be from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z, not {at}"));
+    }
+    Ok(())
 }
 
 pub fn midnight(day: NaiveDate) -> DateTime<Utc> {
@@ -317,20 +340,22 @@ pub fn buckets(bucket: Bucket, since: DateTime<Utc>, until: DateTime<Utc>, max: 
     let first = bucket.start_of(since.date_naive());
     let span = (until - midnight(first)).num_seconds();
     let width = bucket.days() * 86_400;
-    let count = if span <= 0 { 0 } else { (span + width - 1) / width };
+    let count = if span <= 0 { 0 } else { span.saturating_add(width - 1) / width };
     if count > max {
         return Err(count);
     }
-    Ok((0..count).map(|i| first + Duration::days(i * bucket.days())).collect())
+    Ok((0..count)
+        .map_while(|i| first.checked_add_signed(Duration::try_days(i.saturating_mul(bucket.days()))?))
+        .collect())
 }
 
 /// Sums per-day counts into `starts` (the bucket starts, ascending, as from `buckets`).
 /// Days outside every bucket are ignored.
 pub fn sum_by_bucket(bucket: Bucket, starts: &[NaiveDate], days: &[(NaiveDate, i64)]) -> Vec<i64> {
-    let mut sums = vec![0; starts.len()];
+    let mut sums = vec![0i64; starts.len()];
     for (day, count) in days {
         if let Ok(i) = starts.binary_search(&bucket.start_of(*day)) {
-            sums[i] += count;
+            sums[i] = sums[i].saturating_add(*count);
         }
     }
     sums

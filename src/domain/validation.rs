@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use super::condition::{Condition, Op, Path};
 use super::flow::{FlowDefinition, FlowScope, StepDefinition, Trigger};
+use super::limits::{JsonRefusalKind, Limits, shorten};
 use super::progress::StepStatus;
 
 /// One thing wrong with a definition.
@@ -55,6 +56,20 @@ pub mod codes {
     /// A new version cannot change the scope of earlier ones: enrollments of one flow key
     /// belong either to users or to workspaces (checked when publishing).
     pub const SCOPE_CHANGED: &str = "SCOPE_CHANGED";
+    /// The definition is larger than `definition_bytes` as JSON.
+    pub const DEFINITION_TOO_LARGE: &str = "DEFINITION_TOO_LARGE";
+    /// The definition is nested deeper than `json_depth`.
+    pub const DEFINITION_TOO_DEEP: &str = "DEFINITION_TOO_DEEP";
+    /// More steps than `steps_per_flow`.
+    pub const TOO_MANY_STEPS: &str = "TOO_MANY_STEPS";
+    /// A step lists more dependencies than `depends_on_per_step`.
+    pub const TOO_MANY_DEPENDENCIES: &str = "TOO_MANY_DEPENDENCIES";
+    /// A condition has more nodes than `condition_nodes`.
+    pub const CONDITION_TOO_LARGE: &str = "CONDITION_TOO_LARGE";
+    /// A condition is nested deeper than `condition_depth`.
+    pub const CONDITION_TOO_DEEP: &str = "CONDITION_TOO_DEEP";
+    /// A step awards more than `points_per_step`.
+    pub const TOO_MANY_POINTS: &str = "TOO_MANY_POINTS";
 }
 use codes::*;
 
@@ -78,8 +93,29 @@ impl Problems {
     }
 }
 
-/// Parses and validates a definition. Either a valid flow or every problem found.
+/// Reads a definition back (from storage): every rule, but no product limit, so a flow
+/// published under higher limits stays readable after they are lowered. Input coming in
+/// goes through `validate_flow` instead.
 pub fn parse_flow(raw: &Value) -> Result<FlowDefinition, Vec<Problem>> {
+    parse(raw, &Limits::unbounded())
+}
+
+/// Validates a definition as it comes in (publish, validate): the product limits (size
+/// and depth of the JSON first, before anything walks it), then every rule. Either a
+/// valid flow or every problem found. Near-linear in the size of the definition.
+pub fn validate_flow(raw: &Value, limits: &Limits) -> Result<FlowDefinition, Vec<Problem>> {
+    if let Err(refusal) = limits.check_definition(raw) {
+        let code = match refusal.kind {
+            JsonRefusalKind::TooDeep => DEFINITION_TOO_DEEP,
+            JsonRefusalKind::TooLarge => DEFINITION_TOO_LARGE,
+            JsonRefusalKind::Nul => INVALID_DEFINITION,
+        };
+        return Err(vec![Problem { path: "$".into(), code, message: refusal.message }]);
+    }
+    parse(raw, limits)
+}
+
+fn parse(raw: &Value, limits: &Limits) -> Result<FlowDefinition, Vec<Problem>> {
     let mut problems = Problems::default();
     let Some(obj) = raw.as_object() else {
         problems.add("$", INVALID_DEFINITION, "a flow definition is a JSON object");
@@ -97,14 +133,14 @@ pub fn parse_flow(raw: &Value) -> Result<FlowDefinition, Vec<Problem>> {
     let description = optional_string(obj, "$", "description", &mut problems);
     let audience = match obj.get("audience") {
         None | Some(Value::Null) => None,
-        Some(c) => parse_condition(c, "$.audience", &AnswerScope::Audience, &mut problems),
+        Some(c) => condition_within(c, "$.audience", &AnswerScope::Audience, limits, &mut problems),
     };
     let scope = match obj.get("scope") {
         None | Some(Value::Null) => FlowScope::User,
         Some(Value::String(s)) => match FlowScope::parse(s) {
             Some(scope) => scope,
             None => {
-                problems.add("$.scope", WRONG_TYPE, format!("scope is USER or WORKSPACE, not `{s}`"));
+                problems.add("$.scope", WRONG_TYPE, format!("scope is USER or WORKSPACE, not `{}`", shorten(s)));
                 FlowScope::User
             }
         },
@@ -122,6 +158,15 @@ pub fn parse_flow(raw: &Value) -> Result<FlowDefinition, Vec<Problem>> {
         Some(Value::Array(items)) => {
             if items.is_empty() {
                 problems.add("$.steps", EMPTY_FLOW, "a flow needs at least one step");
+            }
+            if items.len() > limits.steps_per_flow {
+                // Nothing more is looked at: the cost of validation stays bounded.
+                problems.add(
+                    "$.steps",
+                    TOO_MANY_STEPS,
+                    format!("a flow has at most {} steps, not {}", limits.steps_per_flow, items.len()),
+                );
+                return Err(problems.0);
             }
             items
         }
@@ -142,7 +187,7 @@ pub fn parse_flow(raw: &Value) -> Result<FlowDefinition, Vec<Problem>> {
                 problems.add(
                     format!("$.steps[{i}].key"),
                     DUPLICATE_STEP_KEY,
-                    format!("step key `{k}` is already used by $.steps[{first}]"),
+                    format!("step key `{}` is already used by $.steps[{first}]", shorten(k)),
                 );
             } else {
                 position.insert(k.clone(), i);
@@ -151,7 +196,7 @@ pub fn parse_flow(raw: &Value) -> Result<FlowDefinition, Vec<Problem>> {
     }
 
     let steps: Vec<Option<StepDefinition>> =
-        raw_steps.iter().enumerate().map(|(i, raw)| parse_step(raw, i, &position, &mut problems)).collect();
+        raw_steps.iter().enumerate().map(|(i, raw)| parse_step(raw, i, &position, limits, &mut problems)).collect();
 
     // Stage 4: cycles, over the dependencies that name known steps, as written. Steps
     // that failed to parse still count: any cycle of two or more steps has a forward
@@ -166,8 +211,8 @@ pub fn parse_flow(raw: &Value) -> Result<FlowDefinition, Vec<Problem>> {
         })
         .collect();
     for cycle in find_cycles(&edges) {
-        let names: Vec<&str> =
-            cycle.iter().map(|&i| raw_steps[i].get("key").and_then(Value::as_str).unwrap_or("?")).collect();
+        let names: Vec<std::borrow::Cow<'_, str>> =
+            cycle.iter().map(|&i| shorten(raw_steps[i].get("key").and_then(Value::as_str).unwrap_or("?"))).collect();
         problems.add(
             format!("$.steps[{}].dependsOn", cycle[0]),
             DEPENDENCY_CYCLE,
@@ -190,7 +235,8 @@ pub fn parse_flow(raw: &Value) -> Result<FlowDefinition, Vec<Problem>> {
 
 fn key_message(key: &str) -> String {
     format!(
-        "`{key}` is not a valid key: start with a letter, then letters, digits, `_` or `-`, at most {MAX_KEY_LEN} characters"
+        "`{}` is not a valid key: start with a letter, then letters, digits, `_` or `-`, at most {MAX_KEY_LEN} characters",
+        shorten(key)
     )
 }
 
@@ -198,6 +244,7 @@ fn parse_step(
     raw: &Value,
     index: usize,
     position: &HashMap<String, usize>,
+    limits: &Limits,
     problems: &mut Problems,
 ) -> Option<StepDefinition> {
     let at = format!("$.steps[{index}]");
@@ -231,6 +278,14 @@ fn parse_step(
                 problems.add(format!("{at}.points"), NEGATIVE_POINTS, "points cannot be negative");
                 0
             }
+            Some(p) if p > limits.points_per_step => {
+                problems.add(
+                    format!("{at}.points"),
+                    TOO_MANY_POINTS,
+                    format!("a step awards at most {} points", limits.points_per_step),
+                );
+                0
+            }
             Some(p) => p,
             None => {
                 problems.add(format!("{at}.points"), WRONG_TYPE, "points is a whole number");
@@ -239,18 +294,24 @@ fn parse_step(
         },
     };
 
-    // Earlier steps: what this step's condition may read and depend on.
-    let earlier: HashSet<&str> = position.iter().filter(|(_, p)| **p < index).map(|(k, _)| k.as_str()).collect();
-    let scope = AnswerScope::Steps { all: position, earlier: &earlier, this: key.as_deref() };
+    // What this step's condition may read and depend on: steps before it (by position,
+    // not by a set built per step, which made validation quadratic).
+    let scope = AnswerScope::Steps { all: position, index, this: key.as_deref() };
 
     let condition = match obj.get("condition") {
         None | Some(Value::Null) => None,
-        Some(c) => parse_condition(c, &format!("{at}.condition"), &scope, problems),
+        Some(c) => condition_within(c, &format!("{at}.condition"), &scope, limits, problems),
     };
 
     let mut depends_on = Vec::new();
+    let mut listed: HashSet<&str> = HashSet::new();
     match obj.get("dependsOn") {
         None | Some(Value::Null) => {}
+        Some(Value::Array(items)) if items.len() > limits.depends_on_per_step => problems.add(
+            format!("{at}.dependsOn"),
+            TOO_MANY_DEPENDENCIES,
+            format!("a step depends on at most {} steps, not {}", limits.depends_on_per_step, items.len()),
+        ),
         Some(Value::Array(items)) => {
             for (j, dep) in items.iter().enumerate() {
                 let dep_at = format!("{at}.dependsOn[{j}]");
@@ -259,16 +320,21 @@ fn parse_step(
                     continue;
                 };
                 match position.get(dep) {
-                    None => problems.add(dep_at, UNKNOWN_DEPENDENCY, format!("no step has the key `{dep}`")),
+                    None => {
+                        problems.add(dep_at, UNKNOWN_DEPENDENCY, format!("no step has the key `{}`", shorten(dep)))
+                    }
                     Some(&p) if p > index => problems.add(
                         dep_at,
                         FORWARD_DEPENDENCY,
-                        format!("`{dep}` is shown after this step (at $.steps[{p}]): a step can only depend on steps before it"),
+                        format!(
+                            "`{}` is shown after this step (at $.steps[{p}]): a step can only depend on steps before it",
+                            shorten(dep)
+                        ),
                     ),
                     // Self-dependency is a cycle of one; the cycle stage reports it.
                     Some(_) => {}
                 }
-                if !depends_on.iter().any(|d| d == dep) {
+                if listed.insert(dep) {
                     depends_on.push(dep.to_string());
                 }
             }
@@ -278,7 +344,7 @@ fn parse_step(
 
     let trigger = match obj.get("trigger") {
         None | Some(Value::Null) => None,
-        Some(t) => parse_trigger(t, &format!("{at}.trigger"), problems),
+        Some(t) => parse_trigger(t, &format!("{at}.trigger"), limits, problems),
     };
 
     if problems.0.len() > before {
@@ -297,7 +363,7 @@ fn parse_step(
     })
 }
 
-fn parse_trigger(raw: &Value, at: &str, problems: &mut Problems) -> Option<Trigger> {
+fn parse_trigger(raw: &Value, at: &str, limits: &Limits, problems: &mut Problems) -> Option<Trigger> {
     let Some(obj) = raw.as_object() else {
         problems.add(at, INVALID_TRIGGER, "a trigger is an object: {\"event\": NAME, \"where\": CONDITION}");
         return None;
@@ -320,22 +386,95 @@ fn parse_trigger(raw: &Value, at: &str, problems: &mut Problems) -> Option<Trigg
     };
     let when = match obj.get("where") {
         None | Some(Value::Null) => None,
-        Some(c) => parse_condition(c, &format!("{at}.where"), &AnswerScope::EventProperties, problems),
+        Some(c) => condition_within(c, &format!("{at}.where"), &AnswerScope::EventProperties, limits, problems),
     };
     Some(Trigger { event: event?, when })
 }
 
 /// What answer paths (`steps.<key>...`) a condition may use where it is written.
 enum AnswerScope<'a> {
-    /// In a step's condition: answers of steps shown before it.
-    Steps { all: &'a HashMap<String, usize>, earlier: &'a HashSet<&'a str>, this: Option<&'a str> },
+    /// In a step's condition (the step at `index`): answers of steps shown before it.
+    Steps { all: &'a HashMap<String, usize>, index: usize, this: Option<&'a str> },
     /// In a trigger's `where`: paths read the event's properties; there are no answers.
     EventProperties,
     /// In a flow's audience: subject attributes only; no step has been answered yet.
     Audience,
 }
 
-fn parse_condition(raw: &Value, at: &str, scope: &AnswerScope<'_>, problems: &mut Problems) -> Option<Condition> {
+/// How deep `parse_condition` recurses whatever the limits: deeper than serde_json reads
+/// back, so no stored condition is refused, and shallow enough for any thread's stack.
+const CONDITION_RECURSION_GUARD: usize = 128;
+
+/// A condition within the limits on its nodes and depth (measured on the JSON without
+/// recursion, before it is parsed), parsed.
+fn condition_within(
+    raw: &Value,
+    at: &str,
+    scope: &AnswerScope<'_>,
+    limits: &Limits,
+    problems: &mut Problems,
+) -> Option<Condition> {
+    let (nodes, depth) = measure_condition(raw, limits.condition_nodes, limits.condition_depth);
+    if depth > limits.condition_depth {
+        problems.add(
+            at,
+            CONDITION_TOO_DEEP,
+            format!("a condition is nested at most {} levels deep", limits.condition_depth),
+        );
+        return None;
+    }
+    if nodes > limits.condition_nodes {
+        problems.add(
+            at,
+            CONDITION_TOO_LARGE,
+            format!("a condition has at most {} operators and comparisons", limits.condition_nodes),
+        );
+        return None;
+    }
+    parse_condition(raw, at, scope, 1, problems)
+}
+
+/// The nodes (all, any, not and each comparison) and the depth (a lone comparison is 1)
+/// of a condition as written, without recursion. Stops counting once past either maximum.
+fn measure_condition(raw: &Value, max_nodes: usize, max_depth: usize) -> (usize, usize) {
+    let (mut nodes, mut deepest) = (0usize, 0usize);
+    let mut stack: Vec<(&Value, usize)> = vec![(raw, 1)];
+    while let Some((value, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        if nodes > max_nodes || deepest > max_depth {
+            break;
+        }
+        nodes += 1;
+        let Some(obj) = value.as_object() else { continue };
+        match (obj.get("all").or_else(|| obj.get("any")), obj.get("not")) {
+            (Some(Value::Array(items)), _) => stack.extend(items.iter().map(|i| (i, depth + 1))),
+            (_, Some(inner)) => stack.push((inner, depth + 1)),
+            // The shorthand {a: 1, b: 2} is `all` over one comparison per key.
+            _ if !obj.contains_key("attr") && !obj.contains_key("op") && obj.len() > 1 => {
+                nodes += obj.len();
+                deepest = deepest.max(depth + 1);
+            }
+            _ => {}
+        }
+    }
+    (nodes, deepest)
+}
+
+fn parse_condition(
+    raw: &Value,
+    at: &str,
+    scope: &AnswerScope<'_>,
+    depth: usize,
+    problems: &mut Problems,
+) -> Option<Condition> {
+    if depth > CONDITION_RECURSION_GUARD {
+        problems.add(
+            at,
+            CONDITION_TOO_DEEP,
+            format!("a condition is nested at most {CONDITION_RECURSION_GUARD} levels deep"),
+        );
+        return None;
+    }
     let Some(obj) = raw.as_object() else {
         problems.add(at, INVALID_CONDITION, "a condition is a JSON object");
         return None;
@@ -358,7 +497,7 @@ fn parse_condition(raw: &Value, at: &str, scope: &AnswerScope<'_>, problems: &mu
             let parsed: Vec<Option<Condition>> = items
                 .iter()
                 .enumerate()
-                .map(|(i, c)| parse_condition(c, &format!("{at}.{combinator}[{i}]"), scope, problems))
+                .map(|(i, c)| parse_condition(c, &format!("{at}.{combinator}[{i}]"), scope, depth + 1, problems))
                 .collect();
             let parsed: Option<Vec<Condition>> = parsed.into_iter().collect();
             return parsed.map(|p| if combinator == "all" { Condition::All(p) } else { Condition::Any(p) });
@@ -366,7 +505,8 @@ fn parse_condition(raw: &Value, at: &str, scope: &AnswerScope<'_>, problems: &mu
     }
     if let Some(inner) = obj.get("not") {
         only_key(obj, at, "not", problems);
-        return parse_condition(inner, &format!("{at}.not"), scope, problems).map(|c| Condition::Not(Box::new(c)));
+        return parse_condition(inner, &format!("{at}.not"), scope, depth + 1, problems)
+            .map(|c| Condition::Not(Box::new(c)));
     }
     if obj.contains_key("attr") || obj.contains_key("op") {
         return parse_comparison(obj, at, scope, problems);
@@ -392,8 +532,9 @@ fn parse_condition(raw: &Value, at: &str, scope: &AnswerScope<'_>, problems: &mu
             );
             continue;
         }
-        if let Some(path) = path {
-            check_status_values(&path, Op::Eq, value, &item_at, problems);
+        if let Some(path) = path
+            && check_status_values(&path, Op::Eq, value, &item_at, problems)
+        {
             items.push(Condition::Compare { path, op: Op::Eq, value: value.clone() });
         }
     }
@@ -430,7 +571,7 @@ fn parse_comparison(
                 problems.add(
                     format!("{at}.op"),
                     UNKNOWN_OPERATOR,
-                    format!("unknown operator `{name}`; use one of {valid}"),
+                    format!("unknown operator `{}`; use one of {valid}", shorten(name)),
                 );
                 None
             }
@@ -502,8 +643,12 @@ fn check_status_values(path: &Path, op: Op, value: &Value, at: &str, problems: &
             return false;
         }
     };
-    let bad: Vec<String> =
-        candidates.iter().filter(|v| v.as_str().and_then(StepStatus::parse).is_none()).map(|v| v.to_string()).collect();
+    let bad: Vec<String> = candidates
+        .iter()
+        .filter(|v| v.as_str().and_then(StepStatus::parse).is_none())
+        .take(5)
+        .map(|v| shorten(&v.to_string()).into_owned())
+        .collect();
     if bad.is_empty() {
         return true;
     }
@@ -519,7 +664,7 @@ fn parse_path(raw: &str, at: &str, scope: &AnswerScope<'_>, problems: &mut Probl
     if let AnswerScope::EventProperties = scope {
         // In a trigger every path is an event property, `steps` included.
         return if raw.is_empty() || raw.split('.').any(str::is_empty) {
-            problems.add(at, INVALID_PATH, format!("`{raw}` is not a property path"));
+            problems.add(at, INVALID_PATH, format!("`{}` is not a property path", shorten(raw)));
             None
         } else {
             Some(Path::Attribute(raw.split('.').map(String::from).collect()))
@@ -536,15 +681,18 @@ fn parse_path(raw: &str, at: &str, scope: &AnswerScope<'_>, problems: &mut Probl
         problems.add(at, UNKNOWN_ANSWER_REFERENCE, "an audience reads subject attributes only, not answers");
         return None;
     }
-    if let (Some(step), AnswerScope::Steps { all, earlier, this }) = (path.step_key(), scope)
-        && !earlier.contains(step)
+    if let (Some(step), AnswerScope::Steps { all, index, this }) = (path.step_key(), scope)
+        && !all.get(step).is_some_and(|p| p < index)
     {
         let why = if *this == Some(step) {
             "a step's condition cannot read its own answer".to_string()
         } else if let Some(p) = all.get(step) {
-            format!("`{step}` is shown after this step (at $.steps[{p}]): conditions read earlier answers only")
+            format!(
+                "`{}` is shown after this step (at $.steps[{p}]): conditions read earlier answers only",
+                shorten(step)
+            )
         } else {
-            format!("no step has the key `{step}`")
+            format!("no step has the key `{}`", shorten(step))
         };
         problems.add(at, UNKNOWN_ANSWER_REFERENCE, why);
         return None;
@@ -555,15 +703,16 @@ fn parse_path(raw: &str, at: &str, scope: &AnswerScope<'_>, problems: &mut Probl
 fn only_key(obj: &Map<String, Value>, at: &str, key: &str, problems: &mut Problems) {
     for other in obj.keys().filter(|k| k.as_str() != key) {
         problems.add(
-            format!("{at}.{other}"),
+            format!("{at}.{}", shorten(other)),
             INVALID_CONDITION,
-            format!("`{key}` cannot be combined with `{other}` in one object"),
+            format!("`{key}` cannot be combined with `{}` in one object", shorten(other)),
         );
     }
 }
 
 fn unknown_fields(obj: &Map<String, Value>, at: &str, known: &[&str], problems: &mut Problems) {
     for key in obj.keys().filter(|k| !known.contains(&k.as_str())) {
+        let key = shorten(key);
         problems.add(
             format!("{at}.{key}"),
             UNKNOWN_FIELD,
@@ -616,25 +765,39 @@ fn optional_bool(obj: &Map<String, Value>, at: &str, field: &str, problems: &mut
 /// on), each once, as step indexes in dependency order starting from the lowest index.
 fn find_cycles(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
     // Depth-first search from each node; a back edge to the path is a cycle. The set of
-    // members deduplicates the same cycle found from different starting points.
+    // members deduplicates the same cycle found from different starting points. The
+    // search keeps its own stack (a chain of thousands of steps must not overflow the
+    // thread's) and each node's place on the path (finding where a cycle starts is then
+    // constant time, not a scan of the path).
+    const NEW: u8 = 0;
+    const ON_PATH: u8 = 1;
+    const DONE: u8 = 2;
     let mut seen: BTreeSet<Vec<usize>> = BTreeSet::new();
     let mut cycles = Vec::new();
-    let mut state = vec![0u8; edges.len()]; // 0 new, 1 on path, 2 done
-    let mut path = Vec::new();
-    fn visit(
-        n: usize,
-        edges: &[Vec<usize>],
-        state: &mut [u8],
-        path: &mut Vec<usize>,
-        seen: &mut BTreeSet<Vec<usize>>,
-        cycles: &mut Vec<Vec<usize>>,
-    ) {
-        state[n] = 1;
-        path.push(n);
-        for &m in &edges[n] {
-            if state[m] == 1 {
-                let start = path.iter().position(|&p| p == m).unwrap_or(0);
-                let mut cycle = path[start..].to_vec();
+    let mut state = vec![NEW; edges.len()];
+    let mut place = vec![0usize; edges.len()];
+    let mut path: Vec<usize> = Vec::new();
+    // (node, how many of its edges are followed)
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    for start in 0..edges.len() {
+        if state[start] != NEW {
+            continue;
+        }
+        state[start] = ON_PATH;
+        place[start] = 0;
+        path.push(start);
+        stack.push((start, 0));
+        while let Some(top) = stack.last_mut() {
+            let (n, followed) = *top;
+            let Some(&m) = edges[n].get(followed) else {
+                stack.pop();
+                path.pop();
+                state[n] = DONE;
+                continue;
+            };
+            top.1 += 1;
+            if state[m] == ON_PATH {
+                let mut cycle = path[place[m]..].to_vec();
                 let mut members = cycle.clone();
                 members.sort_unstable();
                 if seen.insert(members) {
@@ -642,16 +805,12 @@ fn find_cycles(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
                     cycle.rotate_left(lowest);
                     cycles.push(cycle);
                 }
-            } else if state[m] == 0 {
-                visit(m, edges, state, path, seen, cycles);
+            } else if state[m] == NEW {
+                state[m] = ON_PATH;
+                place[m] = path.len();
+                path.push(m);
+                stack.push((m, 0));
             }
-        }
-        path.pop();
-        state[n] = 2;
-    }
-    for n in 0..edges.len() {
-        if state[n] == 0 {
-            visit(n, edges, &mut state, &mut path, &mut seen, &mut cycles);
         }
     }
     cycles
@@ -661,9 +820,8 @@ fn find_cycles(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
 pub(crate) fn parse_condition_for_tests(raw: &Value) -> Result<Condition, Vec<Problem>> {
     let mut problems = Problems::default();
     let all: HashMap<String, usize> = [("a".to_string(), 0)].into();
-    let earlier: HashSet<&str> = ["a"].into();
-    let scope = AnswerScope::Steps { all: &all, earlier: &earlier, this: Some("z") };
-    parse_condition(raw, "$", &scope, &mut problems).ok_or(problems.0)
+    let scope = AnswerScope::Steps { all: &all, index: 1, this: Some("z") };
+    parse_condition(raw, "$", &scope, 1, &mut problems).ok_or(problems.0)
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
 use super::*;
+use crate::domain::Limits;
 
 use serde_json::json;
 
@@ -1056,4 +1057,177 @@ fn an_audience_reads_attributes_only_and_round_trips() {
         &json!({"key": "f", "title": "F", "audience": {"attr": "role", "op": "is"}, "steps": [{"key": "a", "title": "A"}]}),
         &[("$.audience.op", UNKNOWN_OPERATOR)],
     );
+}
+
+// Product limits: checked by `validate_flow` (what comes in), never by `parse_flow`
+// (what is read back), so lowering a limit keeps stored flows readable.
+
+fn limited_codes(raw: &Value, limits: &Limits) -> Vec<(String, &'static str)> {
+    match validate_flow(raw, limits) {
+        Ok(flow) => panic!("expected problems, but the flow parsed: {flow:#?}"),
+        Err(problems) => problems.into_iter().map(|p| (p.path, p.code)).collect(),
+    }
+}
+
+fn steps_of(n: usize) -> Value {
+    Value::Array((0..n).map(|i| json!({"key": format!("s{i}"), "title": "S"})).collect())
+}
+
+#[test]
+fn too_many_steps_are_refused_before_they_are_looked_at() {
+    let limits = Limits { steps_per_flow: 3, ..Limits::default() };
+    assert!(validate_flow(&flow_json(steps_of(3)), &limits).is_ok());
+    // Step 4 has a bad key too: it is not reported, nothing past the count is checked.
+    let mut raw = flow_json(steps_of(4));
+    raw["steps"][3]["key"] = json!("4 bad");
+    assert_eq!(limited_codes(&raw, &limits), pairs(&[("$.steps", TOO_MANY_STEPS)]));
+    assert!(parse_flow(&flow_json(steps_of(4))).is_ok(), "read back without limits");
+}
+
+#[test]
+fn too_many_dependencies_are_refused() {
+    let limits = Limits { depends_on_per_step: 2, ..Limits::default() };
+    let mut steps = steps_of(4);
+    steps[3]["dependsOn"] = json!(["s0", "s1"]);
+    assert!(validate_flow(&flow_json(steps.clone()), &limits).is_ok());
+    steps[3]["dependsOn"] = json!(["s0", "s1", "s2"]);
+    assert_eq!(
+        limited_codes(&flow_json(steps.clone()), &limits),
+        pairs(&[("$.steps[3].dependsOn", TOO_MANY_DEPENDENCIES)])
+    );
+    assert!(parse_flow(&flow_json(steps)).is_ok());
+}
+
+#[test]
+fn points_per_step_are_bounded() {
+    let limits = Limits::default();
+    let mut steps = steps_of(2);
+    steps[0]["points"] = json!(limits.points_per_step);
+    steps[1]["points"] = json!(limits.points_per_step);
+    assert!(validate_flow(&flow_json(steps.clone()), &limits).is_ok());
+    // Two steps of 2^62 points once made a negative total.
+    steps[0]["points"] = json!(1i64 << 62);
+    steps[1]["points"] = json!(limits.points_per_step + 1);
+    assert_eq!(
+        limited_codes(&flow_json(steps), &limits),
+        pairs(&[("$.steps[0].points", TOO_MANY_POINTS), ("$.steps[1].points", TOO_MANY_POINTS)])
+    );
+}
+
+/// `{"not": {"not": ... {"attr": "plan", "op": "exists"}}}` of the given depth.
+fn nested_not(depth: usize) -> Value {
+    let mut c = json!({"attr": "plan", "op": "exists"});
+    for _ in 1..depth {
+        c = json!({ "not": c });
+    }
+    c
+}
+
+#[test]
+fn condition_depth_is_bounded_wherever_a_condition_is_written() {
+    let limits = Limits::default();
+    let ok = nested_not(limits.condition_depth);
+    let deep = nested_not(limits.condition_depth + 1);
+    let raw = |c: &Value| {
+        json!({"key": "f", "title": "F", "audience": c, "steps": [
+            {"key": "a", "title": "A", "condition": c, "trigger": {"event": "e", "where": c}}
+        ]})
+    };
+    assert!(validate_flow(&raw(&ok), &limits).is_ok());
+    assert_eq!(
+        limited_codes(&raw(&deep), &limits),
+        pairs(&[
+            ("$.audience", CONDITION_TOO_DEEP),
+            ("$.steps[0].condition", CONDITION_TOO_DEEP),
+            ("$.steps[0].trigger.where", CONDITION_TOO_DEEP),
+        ])
+    );
+    assert!(parse_flow(&raw(&deep)).is_ok(), "read back without limits");
+    // `all` nests one level per combinator too.
+    let limits = Limits { condition_depth: 4, ..limits };
+    let mut c = json!({"plan": "team"});
+    for _ in 1..limits.condition_depth {
+        c = json!({ "all": [c] });
+    }
+    assert!(validate_flow(&raw(&c), &limits).is_ok());
+    let c = json!({ "all": [c] });
+    assert_eq!(limited_codes(&raw(&c), &limits)[0].1, CONDITION_TOO_DEEP);
+}
+
+#[test]
+fn condition_nodes_are_bounded_and_shorthands_count_each_comparison() {
+    let limits = Limits { condition_nodes: 10, ..Limits::default() };
+    let raw = |c: Value| json!({"key": "f", "title": "F", "steps": [{"key": "a", "title": "A", "condition": c}]});
+    let leaves =
+        |n: usize| -> Vec<Value> { (0..n).map(|i| json!({"attr": format!("a{i}"), "op": "exists"})).collect() };
+    // all + 9 comparisons: 10 nodes.
+    assert!(validate_flow(&raw(json!({ "all": leaves(9) })), &limits).is_ok());
+    assert_eq!(
+        limited_codes(&raw(json!({ "any": leaves(10) })), &limits),
+        pairs(&[("$.steps[0].condition", CONDITION_TOO_LARGE)])
+    );
+    // The shorthand {a0: 1, ..., a9: 1} is all over ten comparisons: 11 nodes.
+    let shorthand: Map<String, Value> = (0..10).map(|i| (format!("a{i}"), json!(1))).collect();
+    assert_eq!(limited_codes(&raw(Value::Object(shorthand)), &limits)[0].1, CONDITION_TOO_LARGE);
+}
+
+#[test]
+fn definitions_too_deep_or_too_large_are_refused_before_parsing() {
+    let limits = Limits { definition_bytes: 200, ..Limits::default() };
+    let mut raw = flow_json(steps_of(1));
+    assert!(validate_flow(&raw, &limits).is_ok());
+    raw["description"] = json!("x".repeat(200));
+    assert_eq!(limited_codes(&raw, &limits), pairs(&[("$", DEFINITION_TOO_LARGE)]));
+    let mut deep = json!(1);
+    for _ in 0..=Limits::default().json_depth {
+        deep = json!([deep]);
+    }
+    let raw = json!({"key": "f", "title": "F", "steps": [{"key": "a", "title": "A", "condition": {"x": {"y": deep}}}]});
+    assert_eq!(limited_codes(&raw, &Limits::default()), pairs(&[("$", DEFINITION_TOO_DEEP)]));
+    let nul = json!({"key": "f", "title": "F\u{0}", "steps": [{"key": "a", "title": "A"}]});
+    assert_eq!(limited_codes(&nul, &Limits::default()), pairs(&[("$", INVALID_DEFINITION)]));
+}
+
+/// A chain of 50,000 steps, each depending on the one before: cycle detection once
+/// recursed once per step (a stack overflow) and every step built the set of the steps
+/// before it (quadratic). Without limits (as when read back) it now parses.
+#[test]
+fn a_long_dependency_chain_parses_without_recursion() {
+    let n = 50_000;
+    let steps: Vec<Value> = (0..n)
+        .map(|i| {
+            let mut s = json!({"key": format!("s{i}"), "title": "S"});
+            if i > 0 {
+                s["dependsOn"] = json!([format!("s{}", i - 1)]);
+                s["condition"] = json!({ format!("steps.s{}.status", i - 1): "COMPLETED" });
+            }
+            s
+        })
+        .collect();
+    let flow = parse_flow(&flow_json(Value::Array(steps.clone()))).expect("valid");
+    assert_eq!(flow.steps.len(), n);
+    // A cycle closing the whole chain is still found.
+    let mut cyclic = steps;
+    cyclic[0]["dependsOn"] = json!([format!("s{}", n - 1)]);
+    let codes = codes_of(&flow_json(Value::Array(cyclic)));
+    assert!(
+        codes.contains(&("$.steps[0].dependsOn".to_string(), DEPENDENCY_CYCLE)),
+        "{:?}",
+        &codes[..codes.len().min(5)]
+    );
+}
+
+#[test]
+fn problems_never_echo_more_than_a_hundred_characters_of_input() {
+    let long = "k".repeat(10_000);
+    let raw = json!({"key": long, "title": "F", "scope": long, "steps": [
+        {"key": long, "title": "A", "dependsOn": [long], long.clone(): 1,
+         "condition": {"attr": format!("steps.{long}.status"), "op": long}}
+    ]});
+    let problems = problems(&raw);
+    assert!(!problems.is_empty());
+    for p in problems {
+        assert!(p.message.len() < 400, "{} bytes: {}", p.message.len(), &p.message[..200]);
+        assert!(p.path.len() < 400, "{}", p.path.len());
+    }
 }

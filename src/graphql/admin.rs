@@ -33,7 +33,7 @@ impl AdminQuery {
     #[graphql(complexity = "super::cost::READ + child_complexity")]
     async fn validate_flow(&self, ctx: &Context<'_>, definition: Json<Value>) -> Result<Vec<FlowProblem>> {
         principal(ctx)?.require(&[Role::Admin])?;
-        Ok(onramp(ctx).validate_flow(&definition.0).into_iter().map(FlowProblem::from).collect())
+        Ok(onramp(ctx).validate_flow(definition.0).await?.into_iter().map(FlowProblem::from).collect())
     }
 }
 
@@ -48,7 +48,7 @@ impl AdminMutation {
     #[graphql(complexity = "super::cost::WRITE + child_complexity")]
     async fn publish_flow(&self, ctx: &Context<'_>, definition: Json<Value>) -> Result<Flow> {
         principal(ctx)?.require(&[Role::Admin])?;
-        Ok((&onramp(ctx).publish_flow(&definition.0).await?).into())
+        Ok((&onramp(ctx).publish_flow(definition.0).await?).into())
     }
 
     /// Stops new enrollments into a version; enrolled subjects carry on. Admin only.
@@ -87,7 +87,7 @@ impl AdminMutation {
         #[graphql(default = true)] merge: bool,
     ) -> Result<Subject> {
         principal(ctx)?.require(&[Role::Admin, Role::Service])?;
-        let owner = Owner::user(&subject_id).map_err(AppError::invalid)?;
+        let owner = Owner::user(&subject_id, onramp(ctx).limits()).map_err(AppError::invalid)?;
         let attributes = onramp(ctx).set_attributes(&owner, attributes.0, merge).await?;
         Ok(Subject { id: subject_id, attributes: Json(attributes) })
     }
@@ -103,7 +103,7 @@ impl AdminMutation {
         #[graphql(default = true)] merge: bool,
     ) -> Result<Workspace> {
         principal(ctx)?.require(&[Role::Admin, Role::Service])?;
-        let owner = Owner::workspace(&workspace_id).map_err(AppError::invalid)?;
+        let owner = Owner::workspace(&workspace_id, onramp(ctx).limits()).map_err(AppError::invalid)?;
         let attributes = onramp(ctx).set_attributes(&owner, attributes.0, merge).await?;
         Ok(Workspace { id: workspace_id, attributes: Json(attributes) })
     }

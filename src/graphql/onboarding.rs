@@ -53,9 +53,10 @@ impl OnboardingQuery {
     #[graphql(complexity = "super::cost::READ + child_complexity")]
     async fn points(&self, ctx: &Context<'_>, subject_id: Option<ID>, workspace_id: Option<ID>) -> Result<Points> {
         let caller = principal(ctx)?;
+        let limits = onramp(ctx).limits();
         let owner = match &workspace_id {
-            Some(w) => Owner::workspace(&caller.workspace(Some(w.as_str()))?.unwrap_or_default()),
-            None => Owner::user(&caller.target(subject_id.as_deref().map(String::as_str))?),
+            Some(w) => Owner::workspace(&caller.workspace(Some(w.as_str()))?.unwrap_or_default(), limits),
+            None => Owner::user(&caller.target(subject_id.as_deref().map(String::as_str))?, limits),
         }
         .map_err(AppError::invalid)?;
         let balance = onramp(ctx).points(&owner).await?;
@@ -87,8 +88,9 @@ impl OnboardingQuery {
         workspace_id: Option<ID>,
     ) -> Result<Vec<OnboardingStatus>> {
         let caller = principal(ctx)?;
-        let subject =
-            Owner::user(&caller.target(subject_id.as_deref().map(String::as_str))?).map_err(AppError::invalid)?;
+        let limits = onramp(ctx).limits();
+        let subject = Owner::user(&caller.target(subject_id.as_deref().map(String::as_str))?, limits)
+            .map_err(AppError::invalid)?;
         let workspaces: Vec<String> = match &workspace_id {
             Some(w) => caller.workspace(Some(w.as_str()))?.into_iter().collect(),
             None if caller.role == Role::User => caller.workspaces.clone(),
@@ -97,7 +99,7 @@ impl OnboardingQuery {
         let onramp = onramp(ctx);
         let mut statuses: Vec<OnboardingStatus> = onramp.onboardings(&subject).await?.iter().map(Into::into).collect();
         for workspace in workspaces {
-            let owner = Owner::workspace(&workspace).map_err(AppError::invalid)?;
+            let owner = Owner::workspace(&workspace, limits).map_err(AppError::invalid)?;
             statuses.extend(onramp.onboardings(&owner).await?.iter().map(OnboardingStatus::from));
         }
         statuses.sort_by(|a, b| (&a.flow_key, &a.workspace_id).cmp(&(&b.flow_key, &b.workspace_id)));

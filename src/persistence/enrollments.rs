@@ -11,7 +11,7 @@ use sea_orm::{
 };
 
 use super::subjects::SubjectRecord;
-use super::writes::Writes;
+use super::writes::{Writes, row_chunks};
 use super::{columns, is_postgres, parse_name, rollup as rollup_store};
 use crate::domain::rollup::{self, Cell, Cohort};
 use crate::domain::{Enrollment, EnrollmentStatus, Source, StepState, StepStatus};
@@ -437,49 +437,49 @@ pub fn save_all(writes: &mut Writes, saves: &[Save<'_>]) {
         variant: NotSet,
         elapsed_seconds: Set(rollup::enrollment_elapsed(s.after)),
     });
-    writes.push(
-        &enrollment::Entity::insert_many(rows)
-            .on_conflict(
-                OnConflict::column(enrollment::Column::Id)
-                    .update_columns([
-                        enrollment::Column::Status,
-                        enrollment::Column::CompletedAt,
-                        enrollment::Column::SkippedAt,
-                        enrollment::Column::LastActivityAt,
-                        enrollment::Column::Points,
-                        enrollment::Column::Revision,
-                        enrollment::Column::ElapsedSeconds,
-                    ])
-                    .to_owned(),
-            )
-            .into_query(),
-    );
-    let steps: Vec<step_progress::ActiveModel> = saves.iter().flat_map(step_rows).collect();
-    if steps.is_empty() {
-        return;
+    for rows in row_chunks(rows) {
+        writes.push(
+            &enrollment::Entity::insert_many(rows)
+                .on_conflict(
+                    OnConflict::column(enrollment::Column::Id)
+                        .update_columns([
+                            enrollment::Column::Status,
+                            enrollment::Column::CompletedAt,
+                            enrollment::Column::SkippedAt,
+                            enrollment::Column::LastActivityAt,
+                            enrollment::Column::Points,
+                            enrollment::Column::Revision,
+                            enrollment::Column::ElapsedSeconds,
+                        ])
+                        .to_owned(),
+                )
+                .into_query(),
+        );
     }
-    writes.push(
-        &step_progress::Entity::insert_many(steps)
-            .on_conflict(
-                OnConflict::columns([step_progress::Column::EnrollmentId, step_progress::Column::StepKey])
-                    .update_columns([
-                        step_progress::Column::Status,
-                        step_progress::Column::StartedAt,
-                        step_progress::Column::CompletedAt,
-                        step_progress::Column::SkippedAt,
-                        step_progress::Column::SkipReason,
-                        step_progress::Column::Metadata,
-                        step_progress::Column::Source,
-                        step_progress::Column::UpdatedAt,
-                        step_progress::Column::EventId,
-                        step_progress::Column::CompletedBy,
-                        step_progress::Column::AvailableAt,
-                        step_progress::Column::ElapsedSeconds,
-                    ])
-                    .to_owned(),
-            )
-            .into_query(),
-    );
+    for steps in row_chunks(saves.iter().flat_map(step_rows)) {
+        writes.push(
+            &step_progress::Entity::insert_many(steps)
+                .on_conflict(
+                    OnConflict::columns([step_progress::Column::EnrollmentId, step_progress::Column::StepKey])
+                        .update_columns([
+                            step_progress::Column::Status,
+                            step_progress::Column::StartedAt,
+                            step_progress::Column::CompletedAt,
+                            step_progress::Column::SkippedAt,
+                            step_progress::Column::SkipReason,
+                            step_progress::Column::Metadata,
+                            step_progress::Column::Source,
+                            step_progress::Column::UpdatedAt,
+                            step_progress::Column::EventId,
+                            step_progress::Column::CompletedBy,
+                            step_progress::Column::AvailableAt,
+                            step_progress::Column::ElapsedSeconds,
+                        ])
+                        .to_owned(),
+                )
+                .into_query(),
+        );
+    }
 }
 
 /// The step rows one save upserts. One row per step: PostgreSQL refuses an upsert that

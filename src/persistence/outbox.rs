@@ -21,24 +21,20 @@ pub struct OutboxEntry {
 
 /// Queues the entries' insert, in order; ids grow, so delivery can follow commit order.
 pub fn append(writes: &mut Writes, entries: Vec<OutboxEntry>, now: DateTime<Utc>) {
-    let rows: Vec<outbox::ActiveModel> = entries
-        .into_iter()
-        .map(|e| outbox::ActiveModel {
-            id: NotSet,
-            kind: Set(e.kind.to_string()),
-            subject_id: Set(e.subject_id),
-            flow_key: Set(e.flow_key),
-            flow_version: Set(e.flow_version),
-            step_key: Set(e.step_key),
-            payload: Set(e.payload),
-            created_at: Set(now),
-            delivered_at: Set(None),
-        })
-        .collect();
-    if rows.is_empty() {
-        return;
+    let rows = entries.into_iter().map(|e| outbox::ActiveModel {
+        id: NotSet,
+        kind: Set(e.kind.to_string()),
+        subject_id: Set(e.subject_id),
+        flow_key: Set(e.flow_key),
+        flow_version: Set(e.flow_version),
+        step_key: Set(e.step_key),
+        payload: Set(e.payload),
+        created_at: Set(now),
+        delivered_at: Set(None),
+    });
+    // Few statements for all, in order: both backends insert VALUES rows in the order
+    // listed, so ids still follow the order given.
+    for rows in super::writes::row_chunks(rows) {
+        writes.push(&outbox::Entity::insert_many(rows).into_query());
     }
-    // One statement for all: both backends insert VALUES rows in the order listed, so
-    // ids still follow the order given.
-    writes.push(&outbox::Entity::insert_many(rows).into_query());
 }

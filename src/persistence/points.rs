@@ -45,13 +45,16 @@ pub async fn award_all(
         reason: Set(a.reason.clone()),
         created_at: Set(now),
     });
-    let inserted = points_entry::Entity::insert_many(rows)
-        .on_conflict_do_nothing_on([points_entry::Column::SubjectId, points_entry::Column::Reason])
-        .exec_with_returning_many(db)
-        .await?;
-    if let TryInsertResult::Inserted(entries) = inserted {
-        for entry in entries {
-            *awarded.entry(entry.enrollment_id).or_default() += entry.amount;
+    for rows in super::writes::row_chunks(rows) {
+        let inserted = points_entry::Entity::insert_many(rows)
+            .on_conflict_do_nothing_on([points_entry::Column::SubjectId, points_entry::Column::Reason])
+            .exec_with_returning_many(db)
+            .await?;
+        if let TryInsertResult::Inserted(entries) = inserted {
+            for entry in entries {
+                let total: &mut i64 = awarded.entry(entry.enrollment_id).or_default();
+                *total = total.saturating_add(entry.amount);
+            }
         }
     }
     Ok(awarded)

@@ -22,6 +22,24 @@ use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, StatementBuilder};
 /// is sent as several.
 const MAX_PARAMETERS: usize = 65_535;
 
+/// The most rows one multi-row insert carries. With at most 16 columns a row that is at
+/// most 16,000 parameters: under PostgreSQL's 65,535 and SQLite's 32,766 (its default
+/// since 3.32), whatever the batch (a batch of events can advance hundreds of
+/// enrollments of a 500-step flow at once).
+pub const ROWS_PER_STATEMENT: usize = 1000;
+
+/// Rows split into runs of at most `ROWS_PER_STATEMENT`, in order.
+pub fn row_chunks<T>(rows: impl IntoIterator<Item = T>) -> Vec<Vec<T>> {
+    let mut chunks: Vec<Vec<T>> = Vec::new();
+    for row in rows {
+        match chunks.last_mut() {
+            Some(chunk) if chunk.len() < ROWS_PER_STATEMENT => chunk.push(row),
+            _ => chunks.push(vec![row]),
+        }
+    }
+    chunks
+}
+
 pub struct Writes {
     backend: DbBackend,
     statements: Vec<Statement>,

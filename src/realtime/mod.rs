@@ -134,12 +134,14 @@ fn lock(pending: &Mutex<Vec<String>>) -> std::sync::MutexGuard<'_, Vec<String>> 
     pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Splits subject ids into lists whose JSON stays under `budget` bytes.
+/// Splits subject ids into lists whose JSON stays under `budget` bytes. Each id costs its
+/// length as a JSON string, escapes included (a control character takes six bytes), plus
+/// a comma; ids are bounded by the id limit, so one id alone is far under the budget.
 fn chunks(subjects: &[String], budget: usize) -> Vec<Vec<String>> {
     let mut out: Vec<Vec<String>> = vec![Vec::new()];
     let mut size = 0;
     for s in subjects {
-        let cost = s.len() + 4;
+        let cost = json_string_len(s) + 1;
         if size + cost > budget && !out.last().is_some_and(Vec::is_empty) {
             out.push(Vec::new());
             size = 0;
@@ -152,9 +154,51 @@ fn chunks(subjects: &[String], budget: usize) -> Vec<Vec<String>> {
     out
 }
 
+/// The length of `s` as a JSON string, quotes included, as serde_json writes it.
+fn json_string_len(s: &str) -> usize {
+    2 + s
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if c < ' ' => 6,
+            c => c.len_utf8(),
+        })
+        .sum::<usize>()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_string_len_is_what_serde_json_writes() {
+        for s in ["", "plain", "a\"b\\c", "\n\r\t\u{8}\u{c}", "\u{1}\u{1f}", "é✓😀", "\u{7f}"] {
+            assert_eq!(json_string_len(s), serde_json::to_string(s).unwrap().len(), "{s:?}");
+        }
+    }
+
+    /// Many ids at the id limit, some made of the characters JSON escapes the most, still
+    /// make NOTIFY payloads under PostgreSQL's 8000 bytes.
+    #[test]
+    fn max_length_ids_split_under_the_payload_limit() {
+        let id_bytes = crate::domain::Limits::default().id_bytes;
+        let mut subjects: Vec<String> = (0..200)
+            .map(|i| match i % 3 {
+                0 => format!("{i:0>id_bytes$}"),
+                1 => "\u{1}".repeat(id_bytes),
+                _ => format!("workspace:{}", "\"".repeat(id_bytes)),
+            })
+            .collect();
+        subjects.sort_unstable();
+        let parts = chunks(&subjects, 7000);
+        assert!(parts.len() > 10, "{} parts", parts.len());
+        assert_eq!(parts.concat(), subjects, "every id sent once, in order");
+        for part in parts {
+            assert!(!part.is_empty());
+            let json = serde_json::to_string(&Announcement { i: "x".repeat(32), s: part, f: true }).unwrap();
+            assert!(json.len() < 8000, "{}", json.len());
+        }
+    }
 
     #[test]
     fn long_subject_lists_are_split_under_the_payload_budget() {

@@ -152,7 +152,7 @@ async fn write(
         .collect();
     let awarded = points::award_all(txn, &awards, now).await?;
     for p in planned.iter_mut().filter(|p| p.outcome.changed) {
-        p.state.points = p.before.state.points + awarded.get(&p.before.id).copied().unwrap_or(0);
+        p.state.points = p.before.state.points.saturating_add(awarded.get(&p.before.id).copied().unwrap_or(0));
     }
     let saves: Vec<Save<'_>> = planned
         .iter()

@@ -6,6 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::Onramp;
 use crate::domain::experiments::ExperimentState;
+use crate::domain::limits::shorten;
 use crate::domain::stats::{self, Bucket, Interval, Percentiles, Proportion};
 use crate::error::{AppError, AppResult};
 use crate::persistence::analytics::{self as store, Cohort, StatusTally};
@@ -157,7 +158,13 @@ pub struct TimeBucketCount {
     pub completions: i64,
 }
 
+/// A window within the accepted years (1970 to 9999) and not empty.
 fn check_window(since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>) -> AppResult<()> {
+    for (what, at) in [("since", since), ("until", until)] {
+        if let Some(at) = at {
+            stats::check_instant(what, at).map_err(AppError::invalid)?;
+        }
+    }
     match (since, until) {
         (Some(s), Some(u)) if s >= u => {
             Err(AppError::invalid(format!("the window is empty: since ({s}) must be before until ({u})")))
@@ -167,10 +174,18 @@ fn check_window(since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>) -> A
 }
 
 fn unknown_flow(key: &str) -> AppError {
-    AppError::not_found(format!("flow `{key}` does not exist"))
+    AppError::not_found(format!("flow `{}` does not exist", shorten(key)))
 }
 
 impl Onramp {
+    fn check_filter(&self, filter: &AnalyticsFilter) -> AppResult<()> {
+        self.check_key("flowKey", &filter.flow_key)?;
+        if let Some(variant) = &filter.variant {
+            self.check_key("variant", variant)?;
+        }
+        check_window(filter.since, filter.until)
+    }
+
     /// The versions a filter covers (row ids) and the version whose definition lists the
     /// steps: the one asked for, else the newest.
     async fn scope(
@@ -184,7 +199,7 @@ impl Onramp {
             return Err(unknown_flow(key));
         }
         let flow = self.flows.find(db, key, version).await?.ok_or_else(|| {
-            AppError::not_found(format!("flow `{key}` has no version {}", version.unwrap_or_default()))
+            AppError::not_found(format!("flow `{}` has no version {}", shorten(key), version.unwrap_or_default()))
         })?;
         let versions = match version {
             Some(v) => versions.into_iter().filter(|(_, n)| *n == v).collect(),
@@ -195,7 +210,7 @@ impl Onramp {
 
     /// Per step of the definition, how the filtered enrollments moved through it.
     pub async fn funnel(&self, filter: AnalyticsFilter) -> AppResult<Funnel> {
-        check_window(filter.since, filter.until)?;
+        self.check_filter(&filter)?;
         let txn = store::begin(&self.db).await?;
         let (versions, flow) = self.scope(&txn, &filter.flow_key, filter.version).await?;
         let ids: Vec<i64> = versions.iter().map(|(id, _)| *id).collect();
@@ -234,7 +249,7 @@ impl Onramp {
 
     /// Enrollment outcomes and completion times, overall and by version and variant.
     pub async fn flow_stats(&self, filter: AnalyticsFilter) -> AppResult<FlowStats> {
-        check_window(filter.since, filter.until)?;
+        self.check_filter(&filter)?;
         let txn = store::begin(&self.db).await?;
         let (versions, _) = self.scope(&txn, &filter.flow_key, filter.version).await?;
         let ids: Vec<i64> = versions.iter().map(|(id, _)| *id).collect();
@@ -284,10 +299,11 @@ impl Onramp {
 
     /// Completion per variant of an experiment against its control (the first variant).
     pub async fn experiment_results(&self, key: &str) -> AppResult<ExperimentResults> {
+        self.check_key("key", key)?;
         let txn = store::begin(&self.db).await?;
         let experiment = experiment_store::find(&txn, key)
             .await?
-            .ok_or_else(|| AppError::not_found(format!("experiment `{key}` does not exist")))?;
+            .ok_or_else(|| AppError::not_found(format!("experiment `{}` does not exist", shorten(key))))?;
         let mut tallies = store::exposure_tallies(&txn, experiment.id, &experiment.flow_key).await?;
         txn.commit().await?;
 
@@ -343,6 +359,7 @@ impl Onramp {
     /// Which steps go with retention: per step of the newest version, the retention of
     /// the cohort's completers against its non-completers.
     pub async fn step_impact(&self, flow_key: &str, retention_days: i32) -> AppResult<StepImpact> {
+        self.check_key("flowKey", flow_key)?;
         if !(1..=MAX_RETENTION_DAYS).contains(&retention_days) {
             return Err(AppError::invalid(format!(
                 "retentionDays must be between 1 and {MAX_RETENTION_DAYS}, not {retention_days}"
@@ -398,6 +415,7 @@ impl Onramp {
         since: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> AppResult<Vec<TimeBucketCount>> {
+        self.check_key("flowKey", flow_key)?;
         check_window(Some(since), Some(until))?;
         let starts = stats::buckets(bucket, since, until, MAX_BUCKETS).map_err(|count| {
             AppError::invalid(format!("the window spans {count} buckets; at most {MAX_BUCKETS} are returned"))

@@ -8,7 +8,8 @@ use sea_orm::DatabaseTransaction;
 use serde_json::Value;
 
 use super::Onramp;
-use crate::domain::Owner;
+use crate::domain::limits::shorten;
+use crate::domain::{Limits, Owner};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::persistence::begin_write;
 use crate::persistence::enrollments::{self, EnrollmentRecord};
@@ -17,7 +18,8 @@ use crate::persistence::subjects::{self, SubjectRecord};
 
 /// The largest batch `trackEvents` takes.
 pub const MAX_EVENT_BATCH: usize = 1000;
-const MAX_ID_LEN: usize = 255;
+/// The longest event name (trigger event names are bounded the same way).
+const MAX_NAME_LEN: usize = 255;
 
 #[derive(Clone, Debug)]
 pub struct EventInput {
@@ -35,16 +37,17 @@ pub struct EventInput {
 
 impl EventInput {
     /// Who sent it: the user, or for an event about a workspace alone, the workspace.
+    /// Lengths are checked against the configured limits by `check`, before this is used.
     fn sender(&self) -> Result<Owner, String> {
         match (&self.subject_id, &self.workspace_id) {
-            (Some(subject), _) => Owner::user(subject),
-            (None, Some(workspace)) => Owner::workspace(workspace),
+            (Some(subject), _) => Owner::user(subject, &Limits::unbounded()),
+            (None, Some(workspace)) => Owner::workspace(workspace, &Limits::unbounded()),
             (None, None) => Err("an event needs a subjectId, a workspaceId or both".into()),
         }
     }
 
     fn workspace(&self) -> Option<Owner> {
-        self.workspace_id.as_deref().and_then(|w| Owner::workspace(w).ok())
+        self.workspace_id.as_deref().and_then(|w| Owner::workspace(w, &Limits::unbounded()).ok())
     }
 
     /// Whose flows it concerns: the sender's, and its workspace's.
@@ -86,7 +89,7 @@ impl Onramp {
         }
         let now = super::now();
         let mut outcomes: Vec<Option<EventOutcome>> =
-            inputs.iter().map(|i| check(i).err().map(EventOutcome::Rejected)).collect();
+            inputs.iter().map(|i| check(i, &self.limits).err().map(EventOutcome::Rejected)).collect();
         let good: Vec<usize> = (0..inputs.len()).filter(|&i| outcomes[i].is_none()).collect();
         if good.is_empty() {
             return Ok(outcomes.into_iter().map(|o| o.unwrap_or(EventOutcome::Duplicate)).collect());
@@ -210,7 +213,7 @@ impl Onramp {
                     Some(s) if same_event(s, event, input.occurred_at.is_some()) => EventOutcome::Duplicate,
                     _ => EventOutcome::Rejected(AppError::new(
                         ErrorCode::Conflict,
-                        format!("event id `{}` was already used for different content", input.id),
+                        format!("event id `{}` was already used for different content", shorten(&input.id)),
                     )),
                 }
             });
@@ -251,23 +254,18 @@ impl Onramp {
     }
 }
 
-fn check(input: &EventInput) -> Result<(), AppError> {
-    let bounded = |what: &str, value: &str| {
-        if value.trim().is_empty() || value.chars().count() > MAX_ID_LEN {
-            Err(AppError::invalid(format!("{what} must be 1 to {MAX_ID_LEN} characters")))
-        } else {
-            Ok(())
-        }
-    };
-    bounded("id", &input.id)?;
+fn check(input: &EventInput, limits: &Limits) -> Result<(), AppError> {
+    limits.check_id("id", &input.id).map_err(AppError::invalid)?;
     if let Some(subject) = &input.subject_id {
-        bounded("subjectId", subject)?;
+        limits.check_id("subjectId", subject).map_err(AppError::invalid)?;
     }
     if let Some(workspace) = &input.workspace_id {
-        bounded("workspaceId", workspace)?;
+        limits.check_id("workspaceId", workspace).map_err(AppError::invalid)?;
     }
     input.sender().map_err(AppError::invalid)?;
-    bounded("name", &input.name)?;
+    if input.name.trim().is_empty() || input.name.chars().count() > MAX_NAME_LEN {
+        return Err(AppError::invalid(format!("name must be 1 to {MAX_NAME_LEN} characters")));
+    }
     if !input.properties.is_object() {
         return Err(AppError::invalid("properties must be a JSON object"));
     }
@@ -278,8 +276,8 @@ fn check(input: &EventInput) -> Result<(), AppError> {
         input.workspace_id.as_deref().unwrap_or_default(),
         input.name.as_str(),
     ]);
-    super::refuse_nul(&texts, "an event")?;
-    super::refuse_nul(&input.properties, "an event")?;
+    crate::domain::limits::check_json("an event", &texts, 1, usize::MAX).map_err(AppError::invalid)?;
+    limits.check_event_properties(&input.properties).map_err(AppError::invalid)?;
     Ok(())
 }
 

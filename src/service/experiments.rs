@@ -5,6 +5,7 @@ use sea_orm::ConnectionTrait;
 
 use super::Onramp;
 use crate::domain::experiments::{self, Action, ExperimentState, Variant};
+use crate::domain::limits::shorten;
 use crate::domain::{FlowStatus, Owner};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::persistence::enrollments::Assignment;
@@ -79,9 +80,14 @@ impl Onramp {
         flow_key: &str,
         variants: Vec<Variant>,
     ) -> AppResult<ExperimentReport> {
+        self.check_key("key", key)?;
+        self.check_key("flowKey", flow_key)?;
+        for v in &variants {
+            self.check_key("variant name", &v.name)?;
+        }
         let mut problems = experiments::check_variants(&variants);
         if !crate::domain::validation::is_valid_key(key) {
-            problems.push(format!("experiment key `{key}` is not a valid key"));
+            problems.push(format!("experiment key `{}` is not a valid key", shorten(key)));
         }
         for v in &variants {
             match self.flows.find(&self.db, flow_key, Some(v.version)).await? {
@@ -95,7 +101,7 @@ impl Onramp {
             return Err(AppError::invalid(problems.join("; ")));
         }
         if store::find(&self.db, key).await?.is_some() {
-            return Err(AppError::new(ErrorCode::Conflict, format!("experiment `{key}` already exists")));
+            return Err(AppError::new(ErrorCode::Conflict, format!("experiment `{}` already exists", shorten(key))));
         }
         store::create(&self.db, key, flow_key, &variants, super::now()).await?;
         self.experiment(key).await
@@ -103,6 +109,7 @@ impl Onramp {
 
     /// Starts assigning new subjects. One experiment runs per flow at a time.
     pub async fn start_experiment(&self, key: &str) -> AppResult<ExperimentReport> {
+        self.check_key("key", key)?;
         let exp = self.find_experiment(key).await?;
         let next = exp.state.after(Action::Start).ok_or_else(|| conflict(&exp, "start"))?;
         if let Some(other) = store::running(&self.db, &exp.flow_key).await? {
@@ -118,6 +125,7 @@ impl Onramp {
     /// Stops assigning: new subjects get the newest active version. Assigned subjects
     /// keep their version.
     pub async fn stop_experiment(&self, key: &str) -> AppResult<ExperimentReport> {
+        self.check_key("key", key)?;
         let exp = self.find_experiment(key).await?;
         let next = exp.state.after(Action::Stop).ok_or_else(|| conflict(&exp, "stop"))?;
         store::set_state(&self.db, exp.id, next, None, super::now()).await?;
@@ -126,9 +134,15 @@ impl Onramp {
 
     /// Every new subject gets the winner's version from now on.
     pub async fn declare_winner(&self, key: &str, variant: &str) -> AppResult<ExperimentReport> {
+        self.check_key("key", key)?;
+        self.check_key("variant", variant)?;
         let exp = self.find_experiment(key).await?;
         if !exp.variants.iter().any(|v| v.name == variant) {
-            return Err(AppError::not_found(format!("experiment `{key}` has no variant `{variant}`")));
+            return Err(AppError::not_found(format!(
+                "experiment `{}` has no variant `{}`",
+                shorten(key),
+                shorten(variant)
+            )));
         }
         let next = exp.state.after(Action::DeclareWinner).ok_or_else(|| conflict(&exp, "declare a winner for"))?;
         store::set_state(&self.db, exp.id, next, Some(variant), super::now()).await?;
@@ -137,13 +151,16 @@ impl Onramp {
 
     /// Changes weights for subjects not yet exposed; exposed ones keep their variant.
     pub async fn set_experiment_weights(&self, key: &str, weights: Vec<(String, u32)>) -> AppResult<ExperimentReport> {
+        self.check_key("key", key)?;
+        for (name, _) in &weights {
+            self.check_key("variant", name)?;
+        }
         let exp = self.find_experiment(key).await?;
         let mut variants = exp.variants.clone();
         for (name, weight) in &weights {
-            let v = variants
-                .iter_mut()
-                .find(|v| &v.name == name)
-                .ok_or_else(|| AppError::not_found(format!("experiment `{key}` has no variant `{name}`")))?;
+            let v = variants.iter_mut().find(|v| &v.name == name).ok_or_else(|| {
+                AppError::not_found(format!("experiment `{}` has no variant `{}`", shorten(key), shorten(name)))
+            })?;
             v.weight = *weight;
         }
         let problems = experiments::check_variants(&variants);
@@ -157,6 +174,7 @@ impl Onramp {
     }
 
     pub async fn experiment(&self, key: &str) -> AppResult<ExperimentReport> {
+        self.check_key("key", key)?;
         let experiment = self.find_experiment(key).await?;
         let counts = store::exposure_counts(&self.db, experiment.id).await?;
         let exposures = experiment
@@ -168,7 +186,9 @@ impl Onramp {
     }
 
     async fn find_experiment(&self, key: &str) -> AppResult<ExperimentRecord> {
-        store::find(&self.db, key).await?.ok_or_else(|| AppError::not_found(format!("no experiment `{key}`")))
+        store::find(&self.db, key)
+            .await?
+            .ok_or_else(|| AppError::not_found(format!("no experiment `{}`", shorten(key))))
     }
 }
 

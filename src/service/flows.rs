@@ -3,21 +3,30 @@
 use serde_json::Value;
 
 use super::Onramp;
-use crate::domain::{FlowStatus, parse_flow, validation, validation::Problem};
+use crate::domain::limits::shorten;
+use crate::domain::{FlowDefinition, FlowStatus, validate_flow, validation, validation::Problem};
 use crate::error::{AppError, AppResult};
 use crate::persistence::flows::FlowRecord;
 
 impl Onramp {
     /// Every problem with a definition; empty when it would publish.
-    pub fn validate_flow(&self, definition: &Value) -> Vec<Problem> {
-        parse_flow(definition).err().unwrap_or_default()
+    pub async fn validate_flow(&self, definition: Value) -> AppResult<Vec<Problem>> {
+        Ok(self.parse_incoming(definition).await?.err().unwrap_or_default())
+    }
+
+    /// Validation of a large definition takes milliseconds of CPU: it runs on the
+    /// blocking pool, so it never holds up the requests sharing this executor thread.
+    async fn parse_incoming(&self, definition: Value) -> AppResult<Result<FlowDefinition, Vec<Problem>>> {
+        let limits = self.limits.clone();
+        tokio::task::spawn_blocking(move || validate_flow(&definition, &limits))
+            .await
+            .map_err(|e| AppError::internal(format!("validating a flow definition: {e}")))
     }
 
     /// Publishes a definition as the next version of its key. Subjects already enrolled
     /// stay on the version they started.
-    pub async fn publish_flow(&self, definition: &Value) -> AppResult<FlowRecord> {
-        super::refuse_nul(definition, "a flow definition")?;
-        let definition = parse_flow(definition).map_err(AppError::invalid_definition)?;
+    pub async fn publish_flow(&self, definition: Value) -> AppResult<FlowRecord> {
+        let definition = self.parse_incoming(definition).await?.map_err(AppError::invalid_definition)?;
         // A concurrent publish of the same key takes the same version number; the unique
         // index refuses one of them, which then takes the next number.
         let mut attempt = 0;
@@ -47,11 +56,12 @@ impl Onramp {
 
     /// Deprecated versions take no new enrollments; enrolled subjects carry on.
     pub async fn deprecate_flow(&self, key: &str, version: i32) -> AppResult<FlowRecord> {
+        self.check_key("key", key)?;
         let flow = self
             .flows
             .set_status(&self.db, key, version, FlowStatus::Deprecated)
             .await?
-            .ok_or_else(|| AppError::not_found(format!("flow `{key}` has no version {version}")))?;
+            .ok_or_else(|| AppError::not_found(format!("flow `{}` has no version {version}", shorten(key))))?;
         self.realtime.flows_changed().await;
         Ok(flow)
     }
@@ -62,6 +72,7 @@ impl Onramp {
 
     /// A version, or the newest one of any status.
     pub async fn flow(&self, key: &str, version: Option<i32>) -> AppResult<Option<FlowRecord>> {
+        self.check_key("key", key)?;
         Ok(self.flows.find(&self.db, key, version).await?)
     }
 
@@ -70,7 +81,7 @@ impl Onramp {
         if self.flows.count(&self.db).await? > 0 {
             return Ok(None);
         }
-        self.publish_flow(&super::demo_flow_definition()).await.map(Some)
+        self.publish_flow(super::demo_flow_definition()).await.map(Some)
     }
 }
 

@@ -29,6 +29,7 @@ pub use experiments::ExperimentReport;
 pub use points::PointsBalance;
 pub use versions::MigrationReport;
 
+use crate::domain::limits::shorten;
 use crate::domain::{Enrollment, FlowScope, Limits, Owner, ProgressView, StepState, progress::view};
 use crate::error::{AppError, AppResult};
 use crate::persistence::flows::{FlowRecord, FlowStore};
@@ -58,6 +59,11 @@ impl Onramp {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// A flow, step, experiment or variant key as it comes in, within the key limit.
+    pub fn check_key(&self, what: &str, key: &str) -> AppResult<()> {
+        self.limits.check_key(what, key).map_err(AppError::invalid)
     }
 
     /// Starts the PostgreSQL change listener and waits until it listens (nothing to do
@@ -95,19 +101,21 @@ impl Onramp {
     /// Whose progress a flow keeps for this party: the user's for a USER-scoped flow, the
     /// workspace's for a WORKSPACE-scoped one (which needs a workspace).
     pub async fn owner(&self, party: &Party, flow_key: &str) -> AppResult<Owner> {
+        self.check_key("flowKey", flow_key)?;
         // The user is checked even when the workspace owns the progress: it is the one
         // credited as completedBy, and a user id never poses as a workspace key.
-        let user = Owner::user(&party.subject).map_err(AppError::invalid)?;
+        let user = Owner::user(&party.subject, &self.limits).map_err(AppError::invalid)?;
         let scope = self.flows.scope_of(&self.db, flow_key).await?.ok_or_else(|| progress::no_active_flow(flow_key))?;
         match scope {
             FlowScope::User => Ok(user),
             FlowScope::Workspace => {
                 let workspace = party.workspace.as_deref().ok_or_else(|| {
                     AppError::invalid(format!(
-                        "flow `{flow_key}` is workspace-scoped: pass workspaceId (a token that lists exactly one workspace implies it)"
+                        "flow `{}` is workspace-scoped: pass workspaceId (a token that lists exactly one workspace implies it)",
+                        shorten(flow_key)
                     ))
                 })?;
-                Owner::workspace(workspace).map_err(AppError::invalid)
+                Owner::workspace(workspace, &self.limits).map_err(AppError::invalid)
             }
         }
     }
@@ -131,23 +139,6 @@ pub struct Snapshot {
 pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
     use chrono::SubsecRound;
     chrono::Utc::now().trunc_subsecs(6)
-}
-
-/// PostgreSQL text and jsonb cannot hold the NUL character, so input carrying one is
-/// refused up front on every backend, as bad input rather than a failed write.
-pub(crate) fn refuse_nul(value: &Value, what: &str) -> AppResult<()> {
-    fn has_nul(value: &Value) -> bool {
-        match value {
-            Value::String(s) => s.contains('\0'),
-            Value::Array(items) => items.iter().any(has_nul),
-            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-            _ => false,
-        }
-    }
-    if has_nul(value) {
-        return Err(AppError::invalid(format!("{what} cannot contain the NUL character (\\u0000)")));
-    }
-    Ok(())
 }
 
 static NO_STEPS: LazyLock<BTreeMap<String, StepState>> = LazyLock::new(BTreeMap::new);

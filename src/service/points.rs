@@ -21,6 +21,6 @@ impl Onramp {
             None => Vec::new(),
         };
         txn.commit().await?;
-        Ok(PointsBalance { total: entries.iter().map(|e| e.amount).sum(), entries })
+        Ok(PointsBalance { total: entries.iter().fold(0i64, |total, e| total.saturating_add(e.amount)), entries })
     }
 }

@@ -2,6 +2,7 @@
 //! workspace's shared by its members.
 
 use super::{Onramp, Party, Snapshot};
+use crate::domain::limits::{check_json, shorten};
 use crate::domain::{Command, Enrollment, Owner, Source, progress};
 use crate::error::{AppError, AppResult};
 use crate::persistence::{begin_read, begin_write, enrollments, subjects};
@@ -96,8 +97,18 @@ impl Onramp {
     /// created. Subscribers hear of the change after commit.
     pub async fn run(&self, party: &Party, flow_key: &str, command: Command, source: Source) -> AppResult<Snapshot> {
         match &command {
-            Command::CompleteStep { metadata: Some(m), .. } => super::refuse_nul(m, "metadata")?,
-            Command::SkipStep { reason: Some(r), .. } => super::refuse_nul(&r.as_str().into(), "reason")?,
+            Command::StartStep { step } | Command::SkipStep { step, .. } | Command::CompleteStep { step, .. } => {
+                self.check_key("stepKey", step)?;
+            }
+            Command::Start | Command::SkipFlow | Command::Reconcile => {}
+        }
+        match &command {
+            Command::CompleteStep { metadata: Some(m), .. } => {
+                self.limits.check_metadata(m).map_err(AppError::invalid)?
+            }
+            Command::SkipStep { reason: Some(r), .. } => {
+                check_json("reason", &r.as_str().into(), 0, usize::MAX).map_err(AppError::invalid)?
+            }
             _ => {}
         }
         let owner = self.owner(party, flow_key).await?;
@@ -131,7 +142,10 @@ impl Onramp {
                         Owner::User(_) => "the subject",
                         Owner::Workspace(_) => "the workspace",
                     };
-                    return Err(AppError::forbidden(format!("{whom} is not in the audience of flow `{flow_key}`")));
+                    return Err(AppError::forbidden(format!(
+                        "{whom} is not in the audience of flow `{}`",
+                        shorten(flow_key)
+                    )));
                 }
                 enrollments::insert(&txn, subject.id, flow.id, flow_key, &Enrollment::new(now), assignment.as_ref())
                     .await?;
@@ -173,5 +187,5 @@ impl Onramp {
 }
 
 pub(super) fn no_active_flow(key: &str) -> AppError {
-    AppError::not_found(format!("no active flow with key `{key}`"))
+    AppError::not_found(format!("no active flow with key `{}`", shorten(key)))
 }

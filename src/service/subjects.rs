@@ -12,10 +12,12 @@ impl Onramp {
     /// removes a key). What applies can change with them, so every enrollment of the
     /// subject gets a new revision, and one may complete.
     pub async fn set_attributes(&self, owner: &Owner, attributes: Value, merge: bool) -> AppResult<Value> {
+        // Checked before any work (depth first, so nothing below recurses into a hostile
+        // value), and again once merged, since merging grows what is stored.
+        self.limits.check_attributes(&attributes).map_err(AppError::invalid)?;
         let Value::Object(incoming) = attributes else {
             return Err(AppError::invalid("attributes must be a JSON object"));
         };
-        super::refuse_nul(&Value::Object(incoming.clone()), "attributes")?;
         let now = super::now();
         let txn = begin_write(&self.db).await?;
         let key = owner.key();
@@ -33,6 +35,10 @@ impl Onramp {
         if next == subject.attributes {
             txn.rollback().await?;
             return Ok(next);
+        }
+        if let Err(e) = self.limits.check_attributes(&next) {
+            txn.rollback().await?;
+            return Err(AppError::invalid(format!("once merged, {e}")));
         }
         subjects::set_attributes(&txn, subject.id, next.clone(), now).await?;
         let subject = subjects::SubjectRecord { attributes: next.clone(), ..subject };

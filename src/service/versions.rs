@@ -33,10 +33,12 @@ impl Onramp {
         to: i32,
         dry_run: bool,
     ) -> AppResult<MigrationReport> {
+        self.check_key("flowKey", key)?;
         if from == to {
             return Err(AppError::invalid("fromVersion and toVersion are the same"));
         }
-        let missing = |v: i32| AppError::not_found(format!("flow `{key}` has no version {v}"));
+        let missing =
+            |v: i32| AppError::not_found(format!("flow `{}` has no version {v}", crate::domain::limits::shorten(key)));
         let source = self.flows.find(&self.db, key, Some(from)).await?.ok_or_else(|| missing(from))?;
         let target = self.flows.find(&self.db, key, Some(to)).await?.ok_or_else(|| missing(to))?;
         let trigger_events = target.definition.trigger_events();

@@ -14,6 +14,7 @@ mod experiments;
 mod flows;
 mod fuzz;
 mod hardening;
+mod limits;
 mod points;
 mod progress;
 mod rollup;
