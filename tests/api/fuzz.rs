@@ -125,7 +125,7 @@ fn random_documents_never_panic_and_deep_ones_never_reach_the_parser() {
     runner
         .run(&document(), |(text, nesting)| {
             let n = tried.fetch_add(1, Ordering::Relaxed) + 1;
-            if n % 10_000 == 0 {
+            if n.is_multiple_of(10_000) {
                 eprintln!("fuzz: {n} documents so far");
             }
             let scanned = check_nesting(&text, limits.query_nesting);
