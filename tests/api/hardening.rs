@@ -28,7 +28,11 @@ both!(
 );
 
 both_with!(admin_introspection => admins_may_introspect_when_configured);
-both_with!(low_rate => http_callers_over_their_rate_get_429, websocket_callers_over_their_rate_get_4429);
+both_with!(
+    low_rate => http_callers_over_their_rate_get_429,
+    websocket_callers_over_their_rate_get_4429,
+    ping_frames_count_against_the_rate,
+);
 both_with!(two_operations => operations_past_the_connection_limit_are_refused_one_by_one);
 both_with!(tight_query_limits => configured_query_limits_reach_the_schema);
 
@@ -379,6 +383,15 @@ async fn websocket_callers_over_their_rate_get_4429(app: TestApp) {
         .expect("request");
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     WsClient::authorized(app.addr, TRANSPORT_WS, &app.user("bob")).await;
+}
+
+async fn ping_frames_count_against_the_rate(app: TestApp) {
+    // Websocket-level pings are answered below the protocol, but still paid for: a flood
+    // of them ends in 4429 with a close frame, not in unbounded work or a reset.
+    let mut client = WsClient::authorized(app.addr, TRANSPORT_WS, &app.user("alice")).await;
+    client.flood_ping_frames(2_000).await;
+    let (code, reason) = client.expect_close(RECV).await;
+    assert_eq!((code, reason.as_str()), (4429, "Too many messages"));
 }
 
 async fn operations_past_the_connection_limit_are_refused_one_by_one(app: TestApp) {
