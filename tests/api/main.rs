@@ -16,6 +16,7 @@ mod limits;
 mod points;
 mod progress;
 mod rollup;
+mod roundtrip;
 mod schema;
 mod subscriptions;
 mod versions;
