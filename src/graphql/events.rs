@@ -11,7 +11,7 @@ use crate::service::{self, EventOutcome};
 /// A product event. Sending the same id again is safe: it is stored once.
 #[derive(InputObject, Clone, Debug)]
 pub struct EventInput {
-    /// The idempotency key, up to 255 characters: a retry sends the same id.
+    /// The idempotency key, up to 256 bytes (the id limit): a retry sends the same id.
     pub id: String,
     /// The user who did it. At least one of subjectId and workspaceId is required.
     pub subject_id: Option<ID>,

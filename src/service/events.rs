@@ -256,6 +256,9 @@ impl Onramp {
 
 fn check(input: &EventInput, limits: &Limits) -> Result<(), AppError> {
     limits.check_id("id", &input.id).map_err(AppError::invalid)?;
+    if input.id.trim().is_empty() {
+        return Err(AppError::invalid("id cannot be blank"));
+    }
     if let Some(subject) = &input.subject_id {
         limits.check_id("subjectId", subject).map_err(AppError::invalid)?;
     }

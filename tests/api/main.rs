@@ -18,6 +18,7 @@ mod limits;
 mod points;
 mod progress;
 mod rollup;
+mod roundtrip;
 mod schema;
 mod subscriptions;
 mod versions;
