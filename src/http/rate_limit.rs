@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::auth::Auth;
+use crate::auth::{Auth, Principal, Role};
 
 /// Callers tracked at once. A full bucket (an idle caller) is forgotten when the map
 /// reaches this size; memory stays bounded however many addresses or subjects call.
@@ -16,18 +16,27 @@ const MAX_CALLERS: usize = 100_000;
 /// Who a bucket belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Caller {
+    /// A user, by its verified subject.
     Subject(String),
     /// Anonymous callers and callers whose token was refused; None when the transport
     /// did not say (then they share one bucket).
     Address(Option<IpAddr>),
+    /// Service and admin callers: the operator's own backends, which send events and
+    /// act for many users from one token. They are not rate limited (the query limits
+    /// still bound each request), so a busy backend is never throttled as one user.
+    Trusted,
 }
 
 impl Caller {
     pub fn of(auth: &Auth, peer: Option<IpAddr>) -> Caller {
         match auth {
-            Auth::Verified(principal) => Caller::Subject(principal.subject.clone()),
+            Auth::Verified(principal) => Caller::verified(principal),
             Auth::Anonymous | Auth::Rejected(_) => Caller::Address(peer),
         }
+    }
+
+    pub fn verified(principal: &Principal) -> Caller {
+        if principal.role >= Role::Service { Caller::Trusted } else { Caller::Subject(principal.subject.clone()) }
     }
 }
 
@@ -54,7 +63,7 @@ impl RateLimiter {
     }
 
     fn take_at(&self, caller: &Caller, now: Instant) -> Result<(), Duration> {
-        if !(self.per_second > 0.0 && self.per_second.is_finite()) {
+        if !(self.per_second > 0.0 && self.per_second.is_finite()) || *caller == Caller::Trusted {
             return Ok(());
         }
         // A panic elsewhere while holding the lock leaves the buckets usable.
@@ -121,6 +130,20 @@ mod tests {
         let later = start + Duration::from_millis(500);
         assert_eq!(limiter.take_at(&alice, later), Ok(()));
         assert!(limiter.take_at(&alice, later).is_err());
+    }
+
+    #[test]
+    fn trusted_callers_are_never_limited() {
+        let limiter = RateLimiter::new(1.0, 1.0);
+        let now = Instant::now();
+        for _ in 0..100 {
+            assert_eq!(limiter.take_at(&Caller::Trusted, now), Ok(()));
+        }
+        assert_eq!(limiter.tracked(), 0);
+        let principal = |role| Principal { subject: "s".into(), role, expires_at: 0, workspaces: vec![] };
+        assert_eq!(Caller::verified(&principal(Role::Service)), Caller::Trusted);
+        assert_eq!(Caller::verified(&principal(Role::Admin)), Caller::Trusted);
+        assert_eq!(Caller::verified(&principal(Role::User)), Caller::Subject("s".into()));
     }
 
     #[test]

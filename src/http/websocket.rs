@@ -166,15 +166,19 @@ async fn connection(
                     Some(Err(ref e)) if too_big(e) => return Some((1009, "Message too big".to_string())),
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
                 };
-                if state.rate_limiter.take(&caller).is_err() {
-                    return Some((4429, "Too many messages".to_string()));
-                }
                 let parsed: Value = match serde_json::from_str(&text) {
                     Ok(value) => value,
                     Err(_) if strict => return invalid_message(),
                     Err(_) => Value::Null,
                 };
                 let kind = parsed.get("type").and_then(Value::as_str);
+                // Every message is paid for, but the connection_init that opens a
+                // connection: many users behind one address (an office, a carrier's NAT)
+                // each open one, and a second connection_init closes with 4429 anyway.
+                let opening = matches!(phase, Phase::AwaitingInit(_)) && kind == Some("connection_init");
+                if !opening && state.rate_limiter.take(&caller).is_err() {
+                    return Some((4429, "Too many messages".to_string()));
+                }
                 if let Phase::AwaitingInit(_) = phase {
                     match kind {
                         Some("connection_init") => {
@@ -182,7 +186,7 @@ async fn connection(
                             match verify_payload(&state.keys, &payload) {
                                 Ok(principal) => {
                                     phase = Phase::Ready(expiry(&principal));
-                                    caller = Caller::Subject(principal.subject);
+                                    caller = Caller::verified(&principal);
                                 }
                                 // The older protocol reports the refusal in-band; the engine does that.
                                 Err(why) if strict => return Some((4403, format!("Forbidden: {why}"))),

@@ -32,6 +32,7 @@ both_with!(
     low_rate => http_callers_over_their_rate_get_429,
     websocket_callers_over_their_rate_get_4429,
     ping_frames_count_against_the_rate,
+    users_behind_one_address_each_open_a_connection,
 );
 both_with!(two_operations => operations_past_the_connection_limit_are_refused_one_by_one);
 both_with!(tight_query_limits => configured_query_limits_reach_the_schema);
@@ -343,6 +344,12 @@ async fn http_callers_over_their_rate_get_429(app: TestApp) {
     assert_eq!(body["errors"][0]["extensions"]["code"], "RATE_LIMITED", "{body}");
     // Another subject, and anonymous callers (by address), have buckets of their own.
     app.ok(&app.user("bob"), "{ __typename }", json!({})).await;
+    // Service and admin callers (the operator's backends) are not rate limited.
+    for token in [app.token("backend", Role::Service), app.admin()] {
+        for _ in 0..10 {
+            app.ok(&token, "{ __typename }", json!({})).await;
+        }
+    }
     assert_eq!(app.gql(None, "{ __typename }", json!({})).await["data"]["__typename"], "Query");
     // A refused token is no way around the limit: its caller is counted by address.
     let forged = app.keys.mint("alice", Role::User, 60).expect("mint").replace('.', "x");
@@ -433,4 +440,14 @@ fn base64url(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// The connection_init that opens a connection is free: many users behind one address
+/// (an office, a carrier's NAT) each open theirs, though the address's bucket holds 3.
+async fn users_behind_one_address_each_open_a_connection(app: TestApp) {
+    let mut open = Vec::new();
+    for i in 0..8 {
+        open.push(WsClient::authorized(app.addr, TRANSPORT_WS, &app.user(&format!("user-{i}"))).await);
+    }
+    assert_eq!(open.len(), 8);
 }
