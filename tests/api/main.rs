@@ -7,6 +7,7 @@ mod common;
 mod analytics;
 mod audiences;
 mod auth;
+mod cancellation;
 mod demo_data;
 mod errors;
 mod events;
