@@ -4,6 +4,7 @@
 
 mod common;
 
+mod all_or_nothing;
 mod analytics;
 mod audiences;
 mod auth;
