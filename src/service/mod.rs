@@ -122,6 +122,10 @@ pub struct Snapshot {
     pub attributes: Value,
     /// None when the owner is not enrolled: NOT_STARTED, with the would-be steps.
     pub enrollment: Option<Enrollment>,
+    /// For an owner not enrolled: what its stored events already complete in the flow
+    /// (the enrollment it would start with), computed, never written. None when enrolled
+    /// or when there is nothing to show.
+    pub preview: Option<Enrollment>,
     /// The experiment variant behind the version, when an experiment chose it.
     pub variant: Option<String>,
 }
@@ -154,7 +158,7 @@ static NO_STEPS: LazyLock<BTreeMap<String, StepState>> = LazyLock::new(BTreeMap:
 
 impl Snapshot {
     pub fn view(&self) -> ProgressView<'_> {
-        let steps = self.enrollment.as_ref().map_or(&*NO_STEPS, |e| &e.steps);
+        let steps = self.enrollment.as_ref().or(self.preview.as_ref()).map_or(&*NO_STEPS, |e| &e.steps);
         view(&self.flow.definition, &self.attributes, steps)
     }
 }

@@ -18,6 +18,7 @@ mod points;
 mod progress;
 mod rollup;
 mod schema;
+mod stored_events;
 mod subscriptions;
 mod versions;
 mod workspaces;
