@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::Onramp;
+use super::{News, Onramp};
 use crate::domain::{FlowStatus, parse_flow, validation, validation::Problem};
 use crate::error::{AppError, AppResult};
 use crate::persistence::begin_write;
@@ -39,9 +39,8 @@ impl Onramp {
                     }]));
                 }
                 Ok(Ok(flow)) => {
-                    txn.commit().await?;
+                    self.commit_and_announce(txn, News::Flows).await?;
                     tracing::info!(key = %flow.key, version = flow.version, "flow published");
-                    self.realtime.flows_changed().await;
                     return Ok(flow);
                 }
                 Err(e) if attempt < 5 && is_unique_violation(&e) => attempt += 1,
@@ -59,8 +58,7 @@ impl Onramp {
             .set_status(&txn, key, version, FlowStatus::Deprecated)
             .await?
             .ok_or_else(|| AppError::not_found(format!("flow `{key}` has no version {version}")))?;
-        txn.commit().await?;
-        self.realtime.flows_changed().await;
+        self.commit_and_announce(txn, News::Flows).await?;
         Ok(flow)
     }
 

@@ -1,7 +1,7 @@
 //! Reading and changing an owner's progress through a flow: a user's own, or a
 //! workspace's shared by its members.
 
-use super::{Onramp, Party, Snapshot};
+use super::{News, Onramp, Party, Snapshot};
 use crate::domain::{Command, Enrollment, Owner, Source, progress, triggers};
 use crate::error::{AppError, AppResult};
 use crate::persistence::{begin_read, begin_write, enrollments, events, subjects};
@@ -195,10 +195,8 @@ impl Onramp {
                 now,
             )
             .await?;
-        txn.commit().await?;
-        if enrolled || advanced.outcome.changed {
-            self.realtime.announce(&[key]).await;
-        }
+        let news = if enrolled || advanced.outcome.changed { vec![key] } else { Vec::new() };
+        self.commit_and_announce(txn, News::Owners(news)).await?;
         Ok(Snapshot {
             owner,
             flow,

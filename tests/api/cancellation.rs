@@ -15,7 +15,10 @@ use serde_json::json;
 use crate::both;
 use crate::common::{TestApp, sample_flow};
 
-both!(requests_dropped_at_any_await_leave_no_connection_mid_transaction);
+both!(
+    requests_dropped_at_any_await_leave_no_connection_mid_transaction,
+    a_write_dropped_once_it_committed_is_still_announced,
+);
 
 /// A small deterministic generator (xorshift), so a failing run can be repeated by seed.
 struct Random(u64);
@@ -180,4 +183,25 @@ async fn requests_dropped_at_any_await_leave_no_connection_mid_transaction(app: 
         )
         .await;
     assert_eq!(attributes_set, 1000 / 6, "every attribute change is committed");
+}
+
+async fn a_write_dropped_once_it_committed_is_still_announced(app: TestApp) {
+    app.publish(sample_flow("welcome")).await;
+    const POOL: usize = 2;
+    let db = persistence::connect(app.database_url(), POOL as u32).await.expect("connect");
+    let onramp = Onramp::new(db);
+    // A write dropped at each of its awaits in turn, the commit's among them.
+    for n in 1..=60u64 {
+        let who = format!("writer-{n}");
+        let mut watch = onramp.realtime().hub().watch(&who);
+        drop_at_await(n, onramp.run(&party(&who), "welcome", Command::Start, Source::User)).await;
+        // Once every connection is back in the pool, the write has committed or never will.
+        assert_eq!(open_transactions(onramp.db(), POOL).await, 0);
+        let enrolled =
+            app.count(&format!("SELECT COUNT(*) FROM enrollments e JOIN subjects s ON s.id = e.subject_id WHERE s.external_id = '{who}'")).await;
+        if enrolled == 1 {
+            let heard = tokio::time::timeout(Duration::from_secs(5), watch.next()).await;
+            assert!(matches!(heard, Ok(Some(_))), "write {n} committed but its watchers never heard of it");
+        }
+    }
 }
