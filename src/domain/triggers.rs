@@ -96,6 +96,32 @@ pub fn settle(
     total
 }
 
+/// A change to an enrollment, made after its owner's stored events have completed what they
+/// trigger: a command to an enrollment just made (or one whose events have not been
+/// settled yet) then sees the steps those events unlock, as the owner does. Returns what
+/// the events and the change did together; nothing when the change fails.
+pub fn settle_then<E>(
+    flow: &FlowDefinition,
+    attributes: &Value,
+    enrollment: &mut Enrollment,
+    events: &[EventFact],
+    now: DateTime<Utc>,
+    change: impl FnOnce(&mut Enrollment) -> Result<Outcome, E>,
+) -> Result<Outcome, E> {
+    let mut outcome = settle(flow, attributes, enrollment, events, now);
+    outcome.absorb(change(enrollment)?);
+    Ok(outcome)
+}
+
+/// What an owner not enrolled in a flow already has in it: the enrollment it would start
+/// now, with its stored events settled. For reads (status, the first snapshot of a
+/// subscription): computed each time, never written.
+pub fn preview(flow: &FlowDefinition, attributes: &Value, events: &[EventFact], now: DateTime<Utc>) -> Enrollment {
+    let mut enrollment = Enrollment::new(now);
+    settle(flow, attributes, &mut enrollment, events, now);
+    enrollment
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -201,6 +227,47 @@ mod tests {
             .unwrap();
         settle(&f, &json!({}), &mut e, &[event("e", "tour.done", json!({}), 2)], at(3));
         assert_eq!(e.step_status("tour"), StepStatus::Completed);
+    }
+
+    #[test]
+    fn a_command_sees_the_steps_stored_events_unlock() {
+        let f = flow();
+        let mut e = Enrollment::new(at(0));
+        let events = [event("e1", "user.verified", json!({}), 1), event("e2", "team.invited", json!({"count": 1}), 2)];
+        let complete = Command::CompleteStep { step: "invite".into(), metadata: None };
+        // Alone, the command finds `invite` locked behind `verify`.
+        assert!(apply(&f, &json!({}), &mut e.clone(), complete.clone(), Source::User, at(3)).is_err());
+        let outcome = settle_then(&f, &json!({}), &mut e, &events, at(3), |state| {
+            apply(&f, &json!({}), state, complete, Source::User, at(3))
+        })
+        .unwrap();
+        assert_eq!(outcome.changed_steps, ["verify", "invite"]);
+        assert_eq!(outcome.points_awarded, 15);
+        assert_eq!(e.steps["verify"].source, Source::Event);
+        assert_eq!(e.steps["invite"].source, Source::User);
+    }
+
+    #[test]
+    fn a_failed_command_after_settling_is_an_error() {
+        let f = flow();
+        let mut e = Enrollment::new(at(0));
+        let skip = Command::SkipStep { step: "verify".into(), reason: None };
+        let result = settle_then(&f, &json!({}), &mut e, &[], at(1), |state| {
+            apply(&f, &json!({}), state, skip, Source::User, at(1))
+        });
+        assert!(result.is_err(), "a required step cannot be skipped");
+    }
+
+    #[test]
+    fn a_preview_is_a_new_enrollment_with_its_events_settled() {
+        let f = flow();
+        let events = [event("e1", "user.verified", json!({}), 1)];
+        let preview = preview(&f, &json!({}), &events, at(5));
+        assert_eq!(preview.step_status("verify"), StepStatus::Completed);
+        assert_eq!(preview.steps["verify"].event_id.as_deref(), Some("e1"));
+        assert_eq!(preview.step_status("invite"), StepStatus::Pending);
+        assert_eq!(preview.started_at, at(5));
+        assert_eq!(super::preview(&f, &json!({}), &[], at(5)), Enrollment::new(at(5)), "no events, nothing done");
     }
 
     #[test]

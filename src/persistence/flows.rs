@@ -44,25 +44,14 @@ impl FlowStore {
         let definition = match cached {
             Some(d) => d,
             None => {
-                let parsed = parse_flow(&row.definition).map_err(|problems| {
-                    DbErr::Custom(format!("stored flow {} v{} no longer parses: {problems:?}", row.key, row.version))
-                })?;
-                let parsed = Arc::new(parsed);
+                let parsed = parse_stored(&row)?;
                 if let Ok(mut cache) = self.definitions.write() {
                     cache.insert(row.id, parsed.clone());
                 }
                 parsed
             }
         };
-        Ok(FlowRecord {
-            id: row.id,
-            status: parse_name(&row.status, FlowStatus::parse, "flow status")?,
-            scope: parse_name(&row.scope, FlowScope::parse, "flow scope")?,
-            key: row.key,
-            version: row.version,
-            created_at: row.created_at,
-            definition,
-        })
+        record_of(row, definition)
     }
 
     fn records(&self, rows: Vec<flow::Model>) -> Result<Vec<FlowRecord>, DbErr> {
@@ -73,6 +62,11 @@ impl FlowStore {
     /// scope (`Ok(Err(scope))`) when the definition would change it. Two concurrent
     /// publishes of one key collide on the unique (key, version) index; the caller
     /// retries, and then sees the scope the other one wrote.
+    ///
+    /// The stored row is read back and parsed as every later read parses it, so a
+    /// definition that would not read back fails here, inside the caller's transaction,
+    /// instead of breaking every read after commit. It is not cached: the transaction may
+    /// still roll back, and SQLite can give a rolled-back row id to the next insert.
     pub async fn insert_next_version(
         &self,
         db: &impl ConnectionTrait,
@@ -107,8 +101,13 @@ impl FlowStore {
             definition: Set(definition.to_json()),
             created_at: Set(now),
         };
-        let row = flow::Entity::insert(row).exec_with_returning(db).await?;
-        self.record(row).map(Ok)
+        let id = flow::Entity::insert(row).exec(db).await?.last_insert_id;
+        let stored = flow::Entity::find_by_id(id)
+            .one(db)
+            .await?
+            .ok_or_else(|| DbErr::RecordNotFound(format!("flow row {id} just inserted")))?;
+        let definition = parse_stored(&stored)?;
+        record_of(stored, definition).map(Ok)
     }
 
     /// The scope of a flow key, None when no version was ever published.
@@ -260,4 +259,23 @@ impl FlowStore {
             .await?;
         self.find(db, key, Some(version)).await
     }
+}
+
+/// A stored definition, parsed as every later read will parse it.
+fn parse_stored(row: &flow::Model) -> Result<Arc<FlowDefinition>, DbErr> {
+    parse_flow(&row.definition).map(Arc::new).map_err(|problems| {
+        DbErr::Custom(format!("stored flow {} v{} no longer parses: {problems:?}", row.key, row.version))
+    })
+}
+
+fn record_of(row: flow::Model, definition: Arc<FlowDefinition>) -> Result<FlowRecord, DbErr> {
+    Ok(FlowRecord {
+        id: row.id,
+        status: parse_name(&row.status, FlowStatus::parse, "flow status")?,
+        scope: parse_name(&row.scope, FlowScope::parse, "flow scope")?,
+        key: row.key,
+        version: row.version,
+        created_at: row.created_at,
+        definition,
+    })
 }

@@ -51,10 +51,10 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
 /// two writers queue on the busy timeout instead of deadlocking on a read-to-write
 /// upgrade; on PostgreSQL rows are locked explicitly with `SELECT ... FOR UPDATE`.
 pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
-    db.begin_with_options(TransactionOptions {
-        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-        ..Default::default()
-    })
+    begin(
+        db,
+        TransactionOptions { sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate), ..Default::default() },
+    )
     .await
 }
 
@@ -64,12 +64,38 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
 /// (WAL) read transaction already keeps the snapshot of its first read.
 pub async fn begin_read(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
     let postgres = is_postgres(db);
-    db.begin_with_options(TransactionOptions {
-        isolation_level: postgres.then_some(IsolationLevel::RepeatableRead),
-        access_mode: postgres.then_some(AccessMode::ReadOnly),
-        ..Default::default()
-    })
+    begin(
+        db,
+        TransactionOptions {
+            isolation_level: postgres.then_some(IsolationLevel::RepeatableRead),
+            access_mode: postgres.then_some(AccessMode::ReadOnly),
+            ..Default::default()
+        },
+    )
     .await
+}
+
+/// Begins a transaction in a task of its own, so that a caller dropped while it waits
+/// (a closed socket, a timeout) cannot leave a pooled connection inside a transaction.
+///
+/// sqlx 0.9 on PostgreSQL counts a transaction as open only once the server has answered
+/// its BEGIN (`PgTransactionManager::begin` raises `transaction_depth` after the await), and
+/// a rollback is queued on drop only for a counted transaction. A future dropped while
+/// BEGIN is in flight therefore returns the connection to the pool with a transaction
+/// the server opened and nothing will end (sqlx issue 4393): the next borrowers run
+/// inside it ("there is already a transaction in progress"; "SET TRANSACTION ISOLATION
+/// LEVEL must be called before any query" for a read; writes made outside a transaction
+/// that are never committed). SeaORM adds a second round trip for the isolation level,
+/// also on the caller's future. Run here, BEGIN always completes; when nobody waits for
+/// the transaction any more it is dropped in the task, which queues its rollback (the
+/// pool sends it before anyone else gets the connection). Past BEGIN, a drop at any
+/// await is safe: the transaction is counted, and dropping it queues the rollback.
+/// Costs a task spawn, no round trip.
+async fn begin(db: &DatabaseConnection, options: TransactionOptions) -> Result<DatabaseTransaction, DbErr> {
+    let db = db.clone();
+    tokio::spawn(async move { db.begin_with_options(options).await })
+        .await
+        .map_err(|e| DbErr::Custom(format!("beginning a transaction: {e}")))?
 }
 
 pub fn is_postgres(db: &impl ConnectionTrait) -> bool {

@@ -39,6 +39,8 @@ struct Planned<'a> {
 }
 
 impl Onramp {
+    /// Changes an enrollment, then lets the owner's stored events complete what they
+    /// trigger, and saves.
     pub(super) async fn advance(
         &self,
         txn: &DatabaseTransaction,
@@ -52,6 +54,29 @@ impl Onramp {
         let outcome = change(&mut state)?;
         let names = flow.definition.pending_trigger_events(&state);
         let facts = events::facts(txn, subject, &names).await?;
+        let planned = plan(subject, flow, record, state, outcome, &facts, now);
+        let mut advanced = write(txn, vec![planned], now).await?;
+        Ok(advanced.remove(0))
+    }
+
+    /// `advance` for a command: the owner's stored events are settled before the change
+    /// too, so the command sees the steps they unlock (an enrollment made by this use case
+    /// has not seen its events yet). No more reads than `advance`: the events read before
+    /// serve after as well, as a change only completes steps and never needs events of
+    /// more names.
+    pub(super) async fn advance_settled(
+        &self,
+        txn: &DatabaseTransaction,
+        subject: &SubjectRecord,
+        flow: &FlowRecord,
+        record: EnrollmentRecord,
+        change: impl FnOnce(&mut Enrollment) -> Result<Outcome, ProgressError>,
+        now: DateTime<Utc>,
+    ) -> AppResult<Advanced> {
+        let mut state = record.state.clone();
+        let names = flow.definition.pending_trigger_events(&state);
+        let facts = events::facts(txn, subject, &names).await?;
+        let outcome = triggers::settle_then(&flow.definition, &subject.attributes, &mut state, &facts, now, change)?;
         let planned = plan(subject, flow, record, state, outcome, &facts, now);
         let mut advanced = write(txn, vec![planned], now).await?;
         Ok(advanced.remove(0))

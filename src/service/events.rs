@@ -7,7 +7,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::DatabaseTransaction;
 use serde_json::Value;
 
-use super::Onramp;
+use super::{News, Onramp};
 use crate::domain::limits::shorten;
 use crate::domain::{Limits, Owner};
 use crate::error::{AppError, AppResult, ErrorCode};
@@ -158,8 +158,7 @@ impl Onramp {
                 }
             }
         }
-        txn.commit().await?;
-        self.realtime.announce(&changed.into_iter().collect::<Vec<_>>()).await;
+        self.commit_and_announce(txn, News::Owners(changed.into_iter().collect())).await?;
         Ok(outcomes.into_iter().map(|o| o.unwrap_or(EventOutcome::Duplicate)).collect())
     }
 

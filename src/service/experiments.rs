@@ -8,6 +8,7 @@ use crate::domain::experiments::{self, Action, ExperimentState, Variant};
 use crate::domain::limits::shorten;
 use crate::domain::{FlowStatus, Owner};
 use crate::error::{AppError, AppResult, ErrorCode};
+use crate::persistence::begin_write;
 use crate::persistence::enrollments::Assignment;
 use crate::persistence::experiments::{self as store, ExperimentRecord};
 use crate::persistence::flows::FlowRecord;
@@ -89,8 +90,9 @@ impl Onramp {
         if !crate::domain::validation::is_valid_key(key) {
             problems.push(format!("experiment key `{}` is not a valid key", shorten(key)));
         }
+        let txn = begin_write(&self.db).await?;
         for v in &variants {
-            match self.flows.find(&self.db, flow_key, Some(v.version)).await? {
+            match self.flows.find(&txn, flow_key, Some(v.version)).await? {
                 None => problems.push(format!("flow `{flow_key}` has no version {} (variant `{}`)", v.version, v.name)),
                 Some(f) if f.status == FlowStatus::Deprecated => problems
                     .push(format!("version {} of flow `{flow_key}` is deprecated (variant `{}`)", v.version, v.name)),
@@ -100,43 +102,52 @@ impl Onramp {
         if !problems.is_empty() {
             return Err(AppError::invalid(problems.join("; ")));
         }
-        if store::find(&self.db, key).await?.is_some() {
+        if store::find(&txn, key).await?.is_some() {
             return Err(AppError::new(ErrorCode::Conflict, format!("experiment `{}` already exists", shorten(key))));
         }
-        store::create(&self.db, key, flow_key, &variants, super::now()).await?;
-        self.experiment(key).await
+        store::create(&txn, key, flow_key, &variants, super::now()).await?;
+        let report = report(&txn, key).await?;
+        txn.commit().await?;
+        Ok(report)
     }
 
     /// Starts assigning new subjects. One experiment runs per flow at a time.
     pub async fn start_experiment(&self, key: &str) -> AppResult<ExperimentReport> {
         self.check_key("key", key)?;
-        let exp = self.find_experiment(key).await?;
+        let txn = begin_write(&self.db).await?;
+        let exp = find_experiment(&txn, key).await?;
         let next = exp.state.after(Action::Start).ok_or_else(|| conflict(&exp, "start"))?;
-        if let Some(other) = store::running(&self.db, &exp.flow_key).await? {
+        if let Some(other) = store::running(&txn, &exp.flow_key).await? {
             return Err(AppError::new(
                 ErrorCode::Conflict,
                 format!("experiment `{}` is already running on flow `{}`", other.key, exp.flow_key),
             ));
         }
-        store::set_state(&self.db, exp.id, next, None, super::now()).await?;
-        self.experiment(key).await
+        store::set_state(&txn, exp.id, next, None, super::now()).await?;
+        let report = report(&txn, key).await?;
+        txn.commit().await?;
+        Ok(report)
     }
 
     /// Stops assigning: new subjects get the newest active version. Assigned subjects
     /// keep their version.
     pub async fn stop_experiment(&self, key: &str) -> AppResult<ExperimentReport> {
         self.check_key("key", key)?;
-        let exp = self.find_experiment(key).await?;
+        let txn = begin_write(&self.db).await?;
+        let exp = find_experiment(&txn, key).await?;
         let next = exp.state.after(Action::Stop).ok_or_else(|| conflict(&exp, "stop"))?;
-        store::set_state(&self.db, exp.id, next, None, super::now()).await?;
-        self.experiment(key).await
+        store::set_state(&txn, exp.id, next, None, super::now()).await?;
+        let report = report(&txn, key).await?;
+        txn.commit().await?;
+        Ok(report)
     }
 
     /// Every new subject gets the winner's version from now on.
     pub async fn declare_winner(&self, key: &str, variant: &str) -> AppResult<ExperimentReport> {
         self.check_key("key", key)?;
         self.check_key("variant", variant)?;
-        let exp = self.find_experiment(key).await?;
+        let txn = begin_write(&self.db).await?;
+        let exp = find_experiment(&txn, key).await?;
         if !exp.variants.iter().any(|v| v.name == variant) {
             return Err(AppError::not_found(format!(
                 "experiment `{}` has no variant `{}`",
@@ -145,17 +156,21 @@ impl Onramp {
             )));
         }
         let next = exp.state.after(Action::DeclareWinner).ok_or_else(|| conflict(&exp, "declare a winner for"))?;
-        store::set_state(&self.db, exp.id, next, Some(variant), super::now()).await?;
-        self.experiment(key).await
+        store::set_state(&txn, exp.id, next, Some(variant), super::now()).await?;
+        let report = report(&txn, key).await?;
+        txn.commit().await?;
+        Ok(report)
     }
 
     /// Changes weights for subjects not yet exposed; exposed ones keep their variant.
+    /// All the weights change, or none.
     pub async fn set_experiment_weights(&self, key: &str, weights: Vec<(String, u32)>) -> AppResult<ExperimentReport> {
         self.check_key("key", key)?;
         for (name, _) in &weights {
             self.check_key("variant", name)?;
         }
-        let exp = self.find_experiment(key).await?;
+        let txn = begin_write(&self.db).await?;
+        let exp = find_experiment(&txn, key).await?;
         let mut variants = exp.variants.clone();
         for (name, weight) in &weights {
             let v = variants.iter_mut().find(|v| &v.name == name).ok_or_else(|| {
@@ -168,28 +183,34 @@ impl Onramp {
             return Err(AppError::invalid(problems.join("; ")));
         }
         for (name, weight) in weights {
-            store::set_weight(&self.db, exp.id, &name, weight).await?;
+            store::set_weight(&txn, exp.id, &name, weight).await?;
         }
-        self.experiment(key).await
+        let report = report(&txn, key).await?;
+        txn.commit().await?;
+        Ok(report)
     }
 
     pub async fn experiment(&self, key: &str) -> AppResult<ExperimentReport> {
         self.check_key("key", key)?;
-        let experiment = self.find_experiment(key).await?;
-        let counts = store::exposure_counts(&self.db, experiment.id).await?;
-        let exposures = experiment
-            .variants
-            .iter()
-            .map(|v| (v.name.clone(), counts.iter().find(|(n, _)| n == &v.name).map_or(0, |(_, c)| *c)))
-            .collect();
-        Ok(ExperimentReport { experiment, exposures })
+        report(&self.db, key).await
     }
+}
 
-    async fn find_experiment(&self, key: &str) -> AppResult<ExperimentRecord> {
-        store::find(&self.db, key)
-            .await?
-            .ok_or_else(|| AppError::not_found(format!("no experiment `{}`", shorten(key))))
-    }
+/// An experiment with its exposures, as `db` sees it (a mutation reads back what it
+/// wrote inside its transaction, so a failure there undoes the write).
+async fn report(db: &impl ConnectionTrait, key: &str) -> AppResult<ExperimentReport> {
+    let experiment = find_experiment(db, key).await?;
+    let counts = store::exposure_counts(db, experiment.id).await?;
+    let exposures = experiment
+        .variants
+        .iter()
+        .map(|v| (v.name.clone(), counts.iter().find(|(n, _)| n == &v.name).map_or(0, |(_, c)| *c)))
+        .collect();
+    Ok(ExperimentReport { experiment, exposures })
+}
+
+async fn find_experiment(db: &impl ConnectionTrait, key: &str) -> AppResult<ExperimentRecord> {
+    store::find(db, key).await?.ok_or_else(|| AppError::not_found(format!("no experiment `{}`", shorten(key))))
 }
 
 fn conflict(exp: &ExperimentRecord, action: &str) -> AppError {

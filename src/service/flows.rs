@@ -2,10 +2,11 @@
 
 use serde_json::Value;
 
-use super::Onramp;
+use super::{News, Onramp};
 use crate::domain::limits::shorten;
 use crate::domain::{FlowDefinition, FlowStatus, validate_flow, validation, validation::Problem};
 use crate::error::{AppError, AppResult};
+use crate::persistence::begin_write;
 use crate::persistence::flows::FlowRecord;
 
 impl Onramp {
@@ -24,14 +25,17 @@ impl Onramp {
     }
 
     /// Publishes a definition as the next version of its key. Subjects already enrolled
-    /// stay on the version they started.
+    /// stay on the version they started. All or nothing: the version is written and read
+    /// back in one transaction, and only a committed version is announced.
     pub async fn publish_flow(&self, definition: Value) -> AppResult<FlowRecord> {
         let definition = self.parse_incoming(definition).await?.map_err(AppError::invalid_definition)?;
         // A concurrent publish of the same key takes the same version number; the unique
-        // index refuses one of them, which then takes the next number.
+        // index refuses one of them, which then takes the next number in a new
+        // transaction (on PostgreSQL the failed one can do nothing more).
         let mut attempt = 0;
         loop {
-            match self.flows.insert_next_version(&self.db, &definition, super::now()).await {
+            let txn = begin_write(&self.db).await?;
+            match self.flows.insert_next_version(&txn, &definition, super::now()).await {
                 Ok(Err(scope)) => {
                     return Err(AppError::invalid_definition(vec![Problem {
                         path: "$.scope".into(),
@@ -44,8 +48,8 @@ impl Onramp {
                     }]));
                 }
                 Ok(Ok(flow)) => {
+                    self.commit_and_announce(txn, News::Flows).await?;
                     tracing::info!(key = %flow.key, version = flow.version, "flow published");
-                    self.realtime.flows_changed().await;
                     return Ok(flow);
                 }
                 Err(e) if attempt < 5 && is_unique_violation(&e) => attempt += 1,
@@ -54,15 +58,17 @@ impl Onramp {
         }
     }
 
-    /// Deprecated versions take no new enrollments; enrolled subjects carry on.
+    /// Deprecated versions take no new enrollments; enrolled subjects carry on. The
+    /// change and the version read back commit together, or not at all.
     pub async fn deprecate_flow(&self, key: &str, version: i32) -> AppResult<FlowRecord> {
         self.check_key("key", key)?;
+        let txn = begin_write(&self.db).await?;
         let flow = self
             .flows
-            .set_status(&self.db, key, version, FlowStatus::Deprecated)
+            .set_status(&txn, key, version, FlowStatus::Deprecated)
             .await?
             .ok_or_else(|| AppError::not_found(format!("flow `{}` has no version {version}", shorten(key))))?;
-        self.realtime.flows_changed().await;
+        self.commit_and_announce(txn, News::Flows).await?;
         Ok(flow)
     }
 

@@ -14,9 +14,9 @@ mod subjects;
 mod versions;
 
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
-use sea_orm::DatabaseConnection;
+use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use serde_json::Value;
 
 pub use analytics::{
@@ -39,7 +39,8 @@ use crate::realtime::Realtime;
 pub struct Onramp {
     db: DatabaseConnection,
     flows: FlowStore,
-    realtime: Realtime,
+    /// Shared with the tasks that commit and announce (see `commit_and_announce`).
+    realtime: Arc<Realtime>,
     limits: Limits,
 }
 
@@ -47,7 +48,7 @@ impl Onramp {
     /// An engine on a migrated database. On PostgreSQL, call `listen` too, so changes
     /// made by other instances reach this one's subscribers.
     pub fn new(db: DatabaseConnection) -> Self {
-        let realtime = Realtime::new(&db);
+        let realtime = Arc::new(Realtime::new(&db));
         Onramp { db, flows: FlowStore::default(), realtime, limits: Limits::default() }
     }
 
@@ -86,6 +87,34 @@ impl Onramp {
 
     pub fn realtime(&self) -> &Realtime {
         &self.realtime
+    }
+}
+
+/// What a write tells watchers once it has committed.
+pub(crate) enum News {
+    /// These owners (by key) changed; nothing when empty.
+    Owners(Vec<String>),
+    /// The published flows changed.
+    Flows,
+}
+
+impl Onramp {
+    /// Commits a write, then announces it, as one step that a dropped request cannot
+    /// split: it runs in a task of its own. Dropped while COMMIT is in flight, a request
+    /// would otherwise leave a committed change unannounced: watchers never re-read, and
+    /// for a flow change this instance would keep serving the flows it cached before.
+    pub(crate) async fn commit_and_announce(&self, txn: DatabaseTransaction, news: News) -> AppResult<()> {
+        let realtime = self.realtime.clone();
+        tokio::spawn(async move {
+            txn.commit().await?;
+            match news {
+                News::Owners(owners) => realtime.announce(&owners).await,
+                News::Flows => realtime.flows_changed().await,
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| AppError::internal(format!("committing a write: {e}")))?
     }
 }
 
@@ -130,6 +159,10 @@ pub struct Snapshot {
     pub attributes: Value,
     /// None when the owner is not enrolled: NOT_STARTED, with the would-be steps.
     pub enrollment: Option<Enrollment>,
+    /// For an owner not enrolled: what its stored events already complete in the flow
+    /// (the enrollment it would start with), computed, never written. None when enrolled
+    /// or when there is nothing to show.
+    pub preview: Option<Enrollment>,
     /// The experiment variant behind the version, when an experiment chose it.
     pub variant: Option<String>,
 }
@@ -145,7 +178,7 @@ static NO_STEPS: LazyLock<BTreeMap<String, StepState>> = LazyLock::new(BTreeMap:
 
 impl Snapshot {
     pub fn view(&self) -> ProgressView<'_> {
-        let steps = self.enrollment.as_ref().map_or(&*NO_STEPS, |e| &e.steps);
+        let steps = self.enrollment.as_ref().or(self.preview.as_ref()).map_or(&*NO_STEPS, |e| &e.steps);
         view(&self.flow.definition, &self.attributes, steps)
     }
 }

@@ -1,11 +1,11 @@
 //! Reading and changing an owner's progress through a flow: a user's own, or a
 //! workspace's shared by its members.
 
-use super::{Onramp, Party, Snapshot};
+use super::{News, Onramp, Party, Snapshot};
 use crate::domain::limits::{check_json, shorten};
-use crate::domain::{Command, Enrollment, Owner, Source, progress};
+use crate::domain::{Command, Enrollment, Owner, Source, progress, triggers};
 use crate::error::{AppError, AppResult};
-use crate::persistence::{begin_read, begin_write, enrollments, subjects};
+use crate::persistence::{begin_read, begin_write, enrollments, events, subjects};
 
 impl Onramp {
     /// Where the party stands. Reading enrolls nothing (its one write is an experiment
@@ -19,13 +19,19 @@ impl Onramp {
             Some((subject, enrollment)) => (Some(subject), enrollment),
             None => (None, None),
         };
-        let (flow, assignment) = match &enrollment {
-            Some(e) => (self.flows.pinned(&self.db, e.flow_id).await?, None),
+        let (flow, assignment, facts) = match &enrollment {
+            Some(e) => (self.flows.pinned(&self.db, e.flow_id).await?, None, Vec::new()),
             None => {
                 let txn = begin_read(&self.db).await?;
-                let entry = self.entry(&txn, &owner, flow_key).await?.ok_or_else(|| no_active_flow(flow_key))?;
+                let (flow, assignment) =
+                    self.entry(&txn, &owner, flow_key).await?.ok_or_else(|| no_active_flow(flow_key))?;
+                // What the owner's stored events already complete shows before it enrolls.
+                let facts = match &subject {
+                    Some(s) => events::facts(&txn, s, &flow.definition.trigger_events()).await?,
+                    None => Vec::new(),
+                };
                 txn.commit().await?;
-                entry
+                (flow, assignment, facts)
             }
         };
         // Serving the flow under a running experiment is the owner's exposure: the one
@@ -35,12 +41,15 @@ impl Onramp {
         if let Some(a) = assignment.as_ref().filter(|_| flow.definition.admits(&attributes)) {
             self.expose(&self.db, a, &key, super::now()).await?;
         }
+        let preview =
+            (!facts.is_empty()).then(|| triggers::preview(&flow.definition, &attributes, &facts, super::now()));
         Ok(Snapshot {
             owner,
             flow,
             attributes,
             variant: enrollment.as_ref().and_then(|e| e.variant.clone()).or(assignment.map(|a| a.variant)),
             enrollment: enrollment.map(|e| e.state),
+            preview,
         })
     }
 
@@ -55,8 +64,30 @@ impl Onramp {
             None => Vec::new(),
         };
         let flows = self.flows.by_ids(&txn, records.iter().map(|r| r.flow_id).collect()).await?;
-        let open = self.flows.latest_active_all(&txn).await?;
+        // The flows it would be listed in, NOT_STARTED: with what its stored events already
+        // complete in each (one read for all of them).
+        let open: Vec<_> = self
+            .flows
+            .latest_active_all(&txn)
+            .await?
+            .into_iter()
+            .filter(|flow| {
+                flow.scope == owner.scope()
+                    && flow.definition.enrolls_automatically(&attributes)
+                    && !records.iter().any(|r| r.flow_key == flow.key)
+            })
+            .collect();
+        let facts = match &subject {
+            Some(s) => {
+                let mut names: Vec<&str> = open.iter().flat_map(|f| f.definition.trigger_events()).collect();
+                names.sort_unstable();
+                names.dedup();
+                events::facts(&txn, s, &names).await?
+            }
+            None => Vec::new(),
+        };
         txn.commit().await?;
+        let now = super::now();
         let mut snapshots = records
             .into_iter()
             .map(|r| {
@@ -69,22 +100,20 @@ impl Onramp {
                     attributes: attributes.clone(),
                     variant: r.variant,
                     enrollment: Some(r.state),
+                    preview: None,
                 })
             })
             .collect::<AppResult<Vec<_>>>()?;
         for flow in open {
-            if flow.scope == owner.scope()
-                && flow.definition.enrolls_automatically(&attributes)
-                && !snapshots.iter().any(|s| s.flow.key == flow.key)
-            {
-                snapshots.push(Snapshot {
-                    owner: owner.clone(),
-                    flow,
-                    attributes: attributes.clone(),
-                    variant: None,
-                    enrollment: None,
-                });
-            }
+            let preview = (!facts.is_empty()).then(|| triggers::preview(&flow.definition, &attributes, &facts, now));
+            snapshots.push(Snapshot {
+                owner: owner.clone(),
+                flow,
+                attributes: attributes.clone(),
+                variant: None,
+                enrollment: None,
+                preview,
+            });
         }
         snapshots.sort_by(|a, b| a.flow.key.cmp(&b.flow.key));
         Ok(snapshots)
@@ -165,7 +194,9 @@ impl Onramp {
         let definition = flow.definition.clone();
         let actor = party.subject.as_str();
         let advanced = self
-            .advance(
+            // An enrollment made just now (here or by its audience) has not seen the owner's
+            // stored events yet: the command must see what they complete.
+            .advance_settled(
                 &txn,
                 &subject,
                 &flow,
@@ -178,11 +209,16 @@ impl Onramp {
                 now,
             )
             .await?;
-        txn.commit().await?;
-        if enrolled || advanced.outcome.changed {
-            self.realtime.announce(&[key]).await;
-        }
-        Ok(Snapshot { owner, flow, attributes: subject.attributes, variant, enrollment: Some(advanced.state) })
+        let news = if enrolled || advanced.outcome.changed { vec![key] } else { Vec::new() };
+        self.commit_and_announce(txn, News::Owners(news)).await?;
+        Ok(Snapshot {
+            owner,
+            flow,
+            attributes: subject.attributes,
+            variant,
+            enrollment: Some(advanced.state),
+            preview: None,
+        })
     }
 }
 

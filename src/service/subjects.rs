@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::Onramp;
+use super::{News, Onramp};
 use crate::domain::{Owner, progress};
 use crate::error::{AppError, AppResult};
 use crate::persistence::{begin_write, enrollments, subjects};
@@ -58,9 +58,8 @@ impl Onramp {
             )
             .await?;
         }
-        txn.commit().await?;
         // Not-yet-enrolled flows change too (what applies), so watchers always hear of it.
-        self.realtime.announce(&[key]).await;
+        self.commit_and_announce(txn, News::Owners(vec![key])).await?;
         Ok(next)
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::Onramp;
+use super::{News, Onramp};
 use crate::domain::{triggers, versions};
 use crate::error::{AppError, AppResult};
 use crate::persistence::{begin_write, enrollments, events, subjects};
@@ -94,8 +94,7 @@ impl Onramp {
             if dry_run {
                 txn.rollback().await?;
             } else {
-                txn.commit().await?;
-                self.realtime.announce(&moved_subjects).await;
+                self.commit_and_announce(txn, News::Owners(moved_subjects)).await?;
             }
         }
         tracing::info!(key, from, to, dry_run, moved = report.moved, "enrollments migrated");

@@ -625,9 +625,12 @@ async fn events_before_enrollment_complete_steps_on_enrollment(app: TestApp) {
     assert_eq!(app.count("SELECT COUNT(*) FROM enrollments").await, 0, "an event does not enroll");
     assert_eq!(app.count("SELECT COUNT(*) FROM step_progress WHERE status <> 'PENDING'").await, 0);
     assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 0);
+    // A read shows what the event already completes (computed: still nothing stored).
     let before = status(&app, "dora", "setup").await;
     assert_eq!(before["status"], "NOT_STARTED");
-    assert_eq!(step(&before, "verify")["status"], "PENDING");
+    assert_eq!(step(&before, "verify")["status"], "COMPLETED");
+    assert_eq!(step(&before, "verify")["source"], "EVENT");
+    assert_eq!(app.count("SELECT COUNT(*) FROM enrollments").await, 0, "a read does not enroll");
 
     // Enrolling applies it at once.
     let started = start(&app, "dora", "setup").await;

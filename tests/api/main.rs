@@ -4,9 +4,11 @@
 
 mod common;
 
+mod all_or_nothing;
 mod analytics;
 mod audiences;
 mod auth;
+mod cancellation;
 mod demo_data;
 mod errors;
 mod events;
@@ -20,6 +22,7 @@ mod progress;
 mod rollup;
 mod roundtrip;
 mod schema;
+mod stored_events;
 mod subscriptions;
 mod versions;
 mod workspaces;
