@@ -132,7 +132,7 @@ pub struct LimitArgs {
     /// Allow introspection for admin tokens in production.
     #[arg(long, env = "ONRAMP_ADMIN_INTROSPECTION")]
     pub admin_introspection: bool,
-    /// Deepest JSON value taken in (default 32).
+    /// Deepest JSON value taken in (default 32; at most 100 whatever is set).
     #[arg(long, env = "ONRAMP_MAX_JSON_DEPTH")]
     pub max_json_depth: Option<usize>,
     /// Largest step metadata in bytes (default 16 KiB).

@@ -184,7 +184,7 @@ fn mutate(v: &mut Value, mut pick: usize, with: Value) {
             Value::Object(map) => map.len(),
             _ => 0,
         };
-        if len == 0 || pick % 4 == 0 {
+        if len == 0 || pick.is_multiple_of(4) {
             *here = with;
             return;
         }

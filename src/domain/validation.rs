@@ -682,7 +682,7 @@ fn parse_path(raw: &str, at: &str, scope: &AnswerScope<'_>, problems: &mut Probl
         return None;
     }
     if let (Some(step), AnswerScope::Steps { all, index, this }) = (path.step_key(), scope)
-        && !all.get(step).is_some_and(|p| p < index)
+        && all.get(step).is_none_or(|p| p >= index)
     {
         let why = if *this == Some(step) {
             "a step's condition cannot read its own answer".to_string()
