@@ -35,6 +35,9 @@ pub struct AppState {
     pub limits: ServerLimits,
     /// One bucket per caller, shared by HTTP requests and websocket messages.
     pub rate_limiter: Arc<RateLimiter>,
+    /// Large GraphQL documents parsed at once, each on a blocking thread (see
+    /// `http::execute`): half the cores, so the rest always serve everyone else.
+    pub heavy: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -48,6 +51,9 @@ impl AppState {
             graphiql,
             ws_init_timeout: Duration::from_secs(10),
             rate_limiter: Arc::new(RateLimiter::new(limits.rate_per_second, limits.rate_burst)),
+            heavy: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            )),
             limits,
         }
     }

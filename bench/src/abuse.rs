@@ -23,9 +23,10 @@ use crate::load;
 use crate::scenarios::{Row, STATUS_QUERY, demo_user_ids, measured};
 use crate::server::Server;
 
-/// What the abuser sends, round robin per task.
-#[derive(Clone, Copy, Debug)]
-enum Attack {
+/// What the abuser sends: the HTTP attacks round robin per task, the subscribe flood
+/// on websockets beside them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Attack {
     /// 2,400 aliased `points` fields: 2,400 database reads if nothing bounds it.
     Aliases,
     /// A list literal nested 10,000 deep: a parser stack overflow if nothing stops it.
@@ -34,9 +35,12 @@ enum Attack {
     Oversized,
     /// Cheap requests, as fast as possible: the rate limit's case.
     Flood,
+    /// Websockets opened one after another, each sending 10,000 `subscribe` messages.
+    SubscribeFlood,
 }
 
-const ATTACKS: [Attack; 4] = [Attack::Aliases, Attack::Nesting, Attack::Oversized, Attack::Flood];
+/// The attacks sent over HTTP.
+const HTTP_ATTACKS: [Attack; 4] = [Attack::Aliases, Attack::Nesting, Attack::Oversized, Attack::Flood];
 
 /// Outcomes of the abuser's requests, by HTTP status (or `error` when none came back).
 type Tally = Arc<Mutex<BTreeMap<String, u64>>>;
@@ -71,14 +75,19 @@ pub async fn abuse(args: &Args, server: &Server) -> anyhow::Result<Row> {
     let deadline = Instant::now() + Duration::from_secs(args.seconds) + Duration::from_millis(500);
     let http = reqwest::Client::new();
     let endpoint = format!("{}/graphql", server.url);
+    let wanted = |attack: &Attack| args.attacks.is_empty() || args.attacks.contains(attack);
+    let bodies: Vec<_> = bodies().into_iter().filter(|(attack, _)| wanted(attack)).collect();
+    let bodies = Arc::new(bodies);
+    let flood_subscribers = wanted(&Attack::SubscribeFlood);
     let mut abusers = Vec::new();
     for task in 0..args.concurrency {
         let (http, endpoint, abuser, tally) = (http.clone(), endpoint.clone(), abuser.clone(), tally.clone());
+        let bodies = bodies.clone();
         abusers.push(tokio::spawn(async move {
             let mut i = 0usize;
-            while Instant::now() < deadline {
-                let attack = ATTACKS[(task + i) % ATTACKS.len()];
-                let outcome = send(&http, &endpoint, &abuser, attack).await;
+            while Instant::now() < deadline && !bodies.is_empty() {
+                let (attack, body) = &bodies[(task + i) % bodies.len()];
+                let outcome = send(&http, &endpoint, &abuser, body.clone()).await;
                 count(&tally, format!("{attack:?} {outcome}"));
                 i += 1;
             }
@@ -88,7 +97,7 @@ pub async fn abuse(args: &Args, server: &Server) -> anyhow::Result<Row> {
     let subscribe_flood = {
         let (abuser, tally) = (abuser.clone(), tally.clone());
         tokio::spawn(async move {
-            while Instant::now() < deadline {
+            while flood_subscribers && Instant::now() < deadline {
                 let outcome = subscribe_flood(addr, &abuser, 10_000).await.unwrap_or_else(|e| format!("error {e}"));
                 count(&tally, format!("SubscribeFlood {outcome}"));
             }
@@ -123,23 +132,33 @@ pub async fn abuse(args: &Args, server: &Server) -> anyhow::Result<Row> {
     })
 }
 
-/// One hostile request; its outcome as the HTTP status.
-async fn send(http: &reqwest::Client, endpoint: &str, token: &str, attack: Attack) -> String {
-    let body = match attack {
-        Attack::Aliases => {
-            let fields: String = (0..2400).map(|i| format!("p{i}: points {{ total }} ")).collect();
-            json!({ "query": format!("{{ {fields} }}") }).to_string()
-        }
-        Attack::Nesting => {
-            let depth = 10_000;
-            json!({ "query": format!("{{ __typename @include(if: {}true{}) }}", "[".repeat(depth), "]".repeat(depth)) })
-                .to_string()
-        }
-        Attack::Oversized => {
-            json!({ "query": "{ __typename }", "variables": { "pad": "x".repeat(2 * 1024 * 1024) } }).to_string()
-        }
-        Attack::Flood => json!({ "query": "{ points { total } }" }).to_string(),
-    };
+/// The body of each attack, built once: the abuser should spend the machine's CPU on
+/// sending, not on building 2 MiB strings (the bench shares the server's two cores).
+fn bodies() -> Vec<(Attack, bytes::Bytes)> {
+    HTTP_ATTACKS
+        .iter()
+        .map(|&attack| {
+            let body = match attack {
+                Attack::Aliases => {
+                    let fields: String = (0..2400).map(|i| format!("p{i}: points {{ total }} ")).collect();
+                    json!({ "query": format!("{{ {fields} }}") })
+                }
+                Attack::Nesting => {
+                    let depth = 10_000;
+                    json!({ "query": format!("{{ __typename @include(if: {}true{}) }}", "[".repeat(depth), "]".repeat(depth)) })
+                }
+                Attack::Oversized => json!({ "query": "{ __typename }", "variables": { "pad": "x".repeat(2 * 1024 * 1024) } }),
+                Attack::Flood => json!({ "query": "{ points { total } }" }),
+                Attack::SubscribeFlood => unreachable!("not an HTTP attack"),
+            };
+            (attack, bytes::Bytes::from(body.to_string()))
+        })
+        .collect()
+}
+
+/// One hostile request; its outcome as the HTTP status and the error code it carried
+/// (a GraphQL refusal comes with 200 or 4xx and `extensions.code`).
+async fn send(http: &reqwest::Client, endpoint: &str, token: &str, body: bytes::Bytes) -> String {
     let response = http
         .post(endpoint)
         .bearer_auth(token)
@@ -149,8 +168,19 @@ async fn send(http: &reqwest::Client, endpoint: &str, token: &str, attack: Attac
         .send()
         .await;
     match response {
-        Ok(r) => r.status().as_u16().to_string(),
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            match body["errors"][0]["extensions"]["code"].as_str() {
+                Some(code) => format!("{status} {code}"),
+                None => format!("{status} ok"),
+            }
+        }
         Err(e) if e.is_timeout() => "timeout".into(),
+        // The server answers a body past the limit before reading it and closes the
+        // connection, so a client still writing sees the connection end.
+        Err(e) if e.is_request() || e.is_body() => "connection closed while sending".into(),
+        Err(e) if e.is_connect() => "connect error".into(),
         Err(_) => "error".into(),
     }
 }

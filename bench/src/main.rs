@@ -73,6 +73,10 @@ pub struct Args {
     /// Enrollments the analytics scenario needs (topped up with demo-data).
     #[arg(long, default_value_t = 1_000_000)]
     pub analytics_users: u64,
+    /// The abuse scenario's attacks (all when not given): aliases, nesting, oversized,
+    /// flood, subscribe-flood. One at a time tells which one hurts.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub attacks: Vec<abuse::Attack>,
     /// A few seconds of everything with small numbers, so the harness cannot rot (CI).
     #[arg(long)]
     pub smoke: bool,

@@ -10,8 +10,9 @@ use futures_util::stream;
 
 use super::types::OnboardingStatus;
 use super::{onramp, party};
+use crate::error::{AppError, AppResult};
 use crate::realtime::{Signal, Watch};
-use crate::service::{Onramp, Party};
+use crate::service::{Onramp, Party, Snapshot};
 
 #[derive(Default)]
 pub struct Subscription;
@@ -38,9 +39,10 @@ impl Subscription {
         // the subscription's stream for as long as the subscription lives, and a future
         // is as large as the largest one it awaits inline (a database read is many KB).
         let (watch, first) = Box::pin(async {
+            let owner = detached(&onramp, &party, &flow_key, |o, p, f| async move { o.owner(&p, &f).await }).await?;
             // Watch before the first read, so a change between the two is not missed.
-            let watch = onramp.realtime().hub().watch(&onramp.owner(&party, &flow_key).await?.key());
-            let first = Box::new(OnboardingStatus::from(&onramp.status(&party, &flow_key).await?));
+            let watch = onramp.realtime().hub().watch(&owner.key());
+            let first = Box::new(OnboardingStatus::from(&read(&onramp, &party, &flow_key).await?));
             Ok::<_, async_graphql::Error>((watch, first))
         })
         .await?;
@@ -92,6 +94,26 @@ fn fingerprint(snapshot: &OnboardingStatus) -> u64 {
     writer.0.finish()
 }
 
+/// A snapshot, read in a task of its own (see `detached`).
+async fn read(onramp: &Arc<Onramp>, party: &Party, flow_key: &str) -> AppResult<Snapshot> {
+    detached(onramp, party, flow_key, |o, p, f| async move { o.status(&p, &f).await }).await
+}
+
+/// Runs a subscription's read in a task of its own. A subscription is dropped whenever
+/// its client goes, often in the middle of a read, and a query dropped mid-flight makes
+/// the pool close its connection and open a new one: a client that opens subscriptions
+/// and hangs up in a loop would churn the pool and stall everyone waiting for a
+/// connection. The detached read finishes (it is short) and hands its connection back.
+async fn detached<T, F, Fut>(onramp: &Arc<Onramp>, party: &Party, flow_key: &str, read: F) -> AppResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Arc<Onramp>, Party, String) -> Fut,
+    Fut: Future<Output = AppResult<T>> + Send + 'static,
+{
+    let task = tokio::spawn(read(onramp.clone(), party.clone(), flow_key.to_string()));
+    task.await.map_err(|e| AppError::internal(format!("a subscription's read failed: {e}")))?
+}
+
 impl Progress {
     async fn next(mut self) -> Option<(Result<Box<OnboardingStatus>>, Self)> {
         if let Some(first) = self.first.take() {
@@ -103,7 +125,7 @@ impl Progress {
             let forced = resyncs != self.resyncs;
             self.resyncs = resyncs;
             // Boxed, so the idle wait above does not carry the read's state (see above).
-            let snapshot = match Box::pin(self.onramp.status(&self.party, &self.flow_key)).await {
+            let snapshot = match Box::pin(read(&self.onramp, &self.party, &self.flow_key)).await {
                 Ok(s) => Box::new(OnboardingStatus::from(&s)),
                 Err(e) => return Some((Err(e.into()), self)),
             };

@@ -89,14 +89,18 @@ async fn graphql(State(state): State<AppState>, PeerAddr(peer): PeerAddr, reques
     let (parts, body) = request.into_parts();
     let auth = auth_from(&state, &parts.headers);
     // Before the body is read: a refused caller costs a token check, nothing more.
-    if let Err(wait) = state.rate_limiter.take(&Caller::of(&auth, peer)) {
+    let caller = Caller::of(&auth, peer);
+    if let Err(wait) = state.rate_limiter.take(&caller) {
+        state.rate_limiter.hold(wait).await;
         return rate_limited(wait);
     }
-    let request = match read_request(&parts.headers, body, state.limits.body_bytes).await {
-        Ok(request) => request,
+    let (request, length) = match read_request(&parts.headers, body, state.limits.body_bytes).await {
+        Ok(read) => read,
         Err(refused) => return refused,
     };
-    let mut response = state.schema.execute(request.data(auth)).await;
+    // Parsing costs time in proportion to the body: a large one costs more tokens.
+    state.rate_limiter.charge_body(&caller, length);
+    let mut response = execute(&state, request.data(auth)).await;
     // Errors raised before any resolver runs (a malformed query, a wrong variable type)
     // come from async-graphql without a code; every failure carries one.
     for error in &mut response.errors {
@@ -108,11 +112,63 @@ async fn graphql(State(state): State<AppState>, PeerAddr(peer): PeerAddr, reques
     GraphQLResponse::from(response).into_response()
 }
 
-/// Reads a JSON GraphQL request of at most `limit` bytes. async-graphql-axum's extractor
-/// reads the whole body whatever `DefaultBodyLimit` says, so the limit is enforced here:
-/// a declared Content-Length beyond it is refused unread, and a chunked body is read
-/// only until it passes the limit.
-async fn read_request(headers: &HeaderMap, body: Body, limit: usize) -> Result<async_graphql::Request, Response> {
+/// Documents longer than this are parsed and validated on a thread of their own.
+const LARGE_DOCUMENT_BYTES: usize = 8 * 1024;
+
+/// Runs a request in a task of its own, so that it finishes even when its client hangs
+/// up: hyper drops a request's future when the connection goes, and a database query
+/// dropped mid-flight makes the pool close that connection and open another. A client
+/// that sends and hangs up in a loop would otherwise churn the pool and stall everyone
+/// waiting for a connection. (Requests are bounded by the query limits, so finishing
+/// one costs little; a mutation that finishes is as good as one that never began.)
+///
+/// Parsing and validating a document takes time in proportion to its size (tens of
+/// milliseconds for thousands of aliased fields, refused only once parsed), and on an
+/// async worker that time would stall every other request queued there. So a large
+/// document runs on a blocking thread, and only a few at once (`heavy`): a client
+/// sending them in a loop gets at most those threads, never the workers that serve
+/// everyone else. The operations clients generate are far smaller.
+async fn execute(state: &AppState, request: async_graphql::Request) -> async_graphql::Response {
+    let schema = state.schema.clone();
+    let finished = if request.query.len() <= LARGE_DOCUMENT_BYTES {
+        tokio::spawn(async move { schema.execute(request).await }).await
+    } else {
+        let Ok(permit) = state.heavy.clone().acquire_owned().await else {
+            return internal_response("the server is shutting down");
+        };
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            runtime.block_on(schema.execute(request))
+        })
+        .await
+    };
+    match finished {
+        Ok(response) => response,
+        // A panic goes on to the edge's catch-panic layer, as if it had happened here.
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => internal_response(&format!("a request's task failed: {e}")),
+        },
+    }
+}
+
+/// An INTERNAL error response; the cause goes to the log with the reference.
+fn internal_response(cause: &str) -> async_graphql::Response {
+    let error = crate::error::AppError::internal(cause);
+    let mut server_error = async_graphql::ServerError::new(error.message, None);
+    let mut extensions = async_graphql::ErrorExtensionValues::default();
+    extensions.set("code", ErrorCode::Internal.as_str());
+    server_error.extensions = Some(extensions);
+    async_graphql::Response::from_errors(vec![server_error])
+}
+
+/// Returns the request and the body's length.
+async fn read_request(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<(async_graphql::Request, usize), Response> {
     let too_large = || {
         refusal(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -135,7 +191,7 @@ async fn read_request(headers: &HeaderMap, body: Body, limit: usize) -> Result<a
         }
         bytes.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
+    let request = serde_json::from_slice(&bytes).map_err(|e| {
         // serde's message can quote the input; its category and position cannot.
         let message = format!(
             "the body is not a JSON GraphQL request ({:?} error at line {} column {})",
@@ -144,7 +200,8 @@ async fn read_request(headers: &HeaderMap, body: Body, limit: usize) -> Result<a
             e.column()
         );
         refusal(StatusCode::BAD_REQUEST, ErrorCode::ValidationFailed, &message)
-    })
+    })?;
+    Ok((request, bytes.len()))
 }
 
 /// Small buffers: thousands of idle subscribers each hold them for as long as they are

@@ -176,7 +176,7 @@ async fn connection(
                 // connection: many users behind one address (an office, a carrier's NAT)
                 // each open one, and a second connection_init closes with 4429 anyway.
                 let opening = matches!(phase, Phase::AwaitingInit(_)) && kind == Some("connection_init");
-                if !opening && state.rate_limiter.take(&caller).is_err() {
+                if !opening && state.rate_limiter.take_for(&caller, text.len()).is_err() {
                     return Some((4429, "Too many messages".to_string()));
                 }
                 if let Phase::AwaitingInit(_) = phase {
