@@ -1,6 +1,7 @@
 //! HTTP routes: /graphql (POST; GET serves GraphiQL in development), /graphql/ws
 //! (subscriptions) and /healthz.
 
+mod media;
 mod panic;
 pub mod rate_limit;
 mod websocket;
@@ -11,7 +12,6 @@ use std::time::Duration;
 
 use async_graphql::http::WebSocketProtocols;
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
-use async_graphql_axum::GraphQLResponse;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
@@ -25,6 +25,7 @@ use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use media::Answer;
 pub use panic::{catch_panic_layer, panic_message};
 use rate_limit::{Caller, retry_after_seconds};
 
@@ -87,6 +88,14 @@ fn rate_limited(wait: Duration) -> Response {
 
 async fn graphql(State(state): State<AppState>, PeerAddr(peer): PeerAddr, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    let answer = Answer::of(&parts.headers);
+    if !media::is_json_body(&parts.headers) {
+        return refusal(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::ValidationFailed,
+            "a GraphQL request is a POST with `Content-Type: application/json`",
+        );
+    }
     let auth = auth_from(&state, &parts.headers);
     // Before the body is read: a refused caller costs a token check, nothing more.
     let caller = Caller::of(&auth, peer);
@@ -109,7 +118,26 @@ async fn graphql(State(state): State<AppState>, PeerAddr(peer): PeerAddr, reques
             extensions.set("code", ErrorCode::ValidationFailed.as_str());
         }
     }
-    GraphQLResponse::from(response).into_response()
+    respond(answer, response)
+}
+
+/// The response under the negotiated media type. A request error leaves out `data`
+/// entirely (the spec: it never began executing).
+fn respond(answer: Answer, response: async_graphql::Response) -> Response {
+    let request_error = media::is_request_error(&response);
+    let body = if request_error {
+        serde_json::to_vec(&json!({ "errors": response.errors }))
+    } else {
+        serde_json::to_vec(&response)
+    };
+    let Ok(body) = body else {
+        return refusal(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "the response could not be written");
+    };
+    let mut http = (answer.status(request_error), body).into_response();
+    let headers = http.headers_mut();
+    headers.extend(response.http_headers);
+    headers.insert(header::CONTENT_TYPE, answer.content_type());
+    http
 }
 
 /// Documents longer than this are parsed and validated on a thread of their own.

@@ -16,6 +16,7 @@ mod experiments;
 mod flows;
 mod fuzz;
 mod hardening;
+mod http_spec;
 mod limits;
 mod points;
 mod progress;

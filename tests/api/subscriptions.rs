@@ -5,9 +5,8 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
@@ -18,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, timeout};
 
 use crate::both;
+use crate::common::js::ensure_js_dependencies;
 use crate::common::ws::{Frame, LEGACY_WS, RECV, TRANSPORT_WS, WsClient};
 use crate::common::{TEST_SECRET, TestApp, complete_mutation, sample_flow, sign_hmac, status_query, unix_now};
 
@@ -350,46 +350,6 @@ async fn legacy_protocol_delivers_progress(app: TestApp) {
 }
 
 // ----- The graphql-ws reference client (Node) -----
-
-fn js_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js")
-}
-
-/// Installs tests/js's locked dependencies once per test run, when they are missing.
-fn install_js_dependencies() -> Result<(), String> {
-    let dir = js_dir();
-    let installed = ["graphql-ws", "ws"].iter().all(|p| dir.join("node_modules").join(p).join("package.json").exists());
-    if installed {
-        return Ok(());
-    }
-    let output = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run `npm ci` in {} (Node.js and npm are required): {e}", dir.display()))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`npm ci` in {} failed ({}):\n{}\n{}",
-            dir.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
-}
-
-async fn ensure_js_dependencies() {
-    static INSTALL: OnceLock<Result<(), String>> = OnceLock::new();
-    let result = tokio::task::spawn_blocking(|| INSTALL.get_or_init(install_js_dependencies).clone())
-        .await
-        .expect("npm ci task");
-    if let Err(why) = result {
-        panic!("{why}");
-    }
-}
 
 async fn graphql_ws_reference_client(app: TestApp) {
     ensure_js_dependencies().await;

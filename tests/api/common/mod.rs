@@ -338,6 +338,7 @@ impl Drop for TestApp {
     }
 }
 
+pub mod js;
 pub mod ws;
 
 /// Helpers for the audience, points and version tests: a backend's calls, a user's own
