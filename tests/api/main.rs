@@ -25,4 +25,5 @@ mod schema;
 mod stored_events;
 mod subscriptions;
 mod versions;
+mod webhooks;
 mod workspaces;
