@@ -407,8 +407,12 @@ pub struct AttemptRecord {
 }
 
 /// What became of an attempt, to record.
-pub struct Outcome<'a> {
-    pub claimed: &'a Claimed,
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub delivery_id: String,
+    /// The claim's lease: only its holder changes the delivery.
+    pub lease: String,
+    pub endpoint_id: String,
     pub attempt: AttemptRecord,
     pub status: DeliveryStatus,
     /// For FAILED: when to try again.
@@ -420,71 +424,133 @@ pub struct Outcome<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// Logs an attempt and applies its outcome. The delivery changes only while the claim's
-/// lease is still the one taken (a holder that lost its lease logs what it did and
-/// changes nothing). One statement on PostgreSQL (see `Writes`), one transaction on SQLite.
-pub async fn record(db: &DatabaseConnection, outcome: Outcome<'_>) -> Result<(), DbErr> {
+/// Logs attempts and applies their outcomes, many at once: at thousands of deliveries a
+/// second, one write per attempt would make the database the bottleneck. A delivery
+/// changes only while the claim's lease is still the one taken (a holder that lost its
+/// lease logs what it did and changes nothing). On PostgreSQL the attempts and the
+/// deliveries are one statement (see `Writes`); on SQLite, one transaction. Endpoint
+/// changes (a failing streak starting or ending, a disable) are rare and follow.
+pub async fn record_all(db: &DatabaseConnection, outcomes: &[Outcome]) -> Result<(), DbErr> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
     let backend = db.get_database_backend();
     let mut writes = Writes::new(backend);
-    let c = outcome.claimed;
-    let a = &outcome.attempt;
-    writes.push(
-        &webhook_attempt::Entity::insert(webhook_attempt::ActiveModel {
+    for chunk in outcomes.chunks(500) {
+        let attempts = chunk.iter().map(|o| webhook_attempt::ActiveModel {
             id: NotSet,
-            delivery_id: Set(c.id.clone()),
-            number: Set(a.number),
-            attempted_at: Set(a.attempted_at),
-            status_code: Set(a.status_code),
-            latency_ms: Set(a.latency_ms),
-            error: Set(a.error.clone()),
-            response_body: Set(a.response_body.clone()),
-        })
-        .into_query(),
-    );
-    let next = outcome.next_attempt_at.unwrap_or(outcome.now);
-    writes.push_statement(Statement::from_sql_and_values(
+            delivery_id: Set(o.delivery_id.clone()),
+            number: Set(o.attempt.number),
+            attempted_at: Set(o.attempt.attempted_at),
+            status_code: Set(o.attempt.status_code),
+            latency_ms: Set(o.attempt.latency_ms),
+            error: Set(o.attempt.error.clone()),
+            response_body: Set(o.attempt.response_body.clone()),
+        });
+        writes.push(&webhook_attempt::Entity::insert_many(attempts).into_query());
+        if is_postgres(db) {
+            writes.push_statement(update_deliveries_pg(chunk));
+        } else {
+            for o in chunk {
+                writes.push_statement(update_delivery(backend, o));
+            }
+        }
+    }
+    let mut endpoint_changes = Vec::new();
+    for o in outcomes {
+        match o.failing_since {
+            Some(None) => endpoint_changes.push(Statement::from_sql_and_values(
+                backend,
+                "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
+                [o.endpoint_id.clone().into()],
+            )),
+            Some(Some(since)) => endpoint_changes.push(Statement::from_sql_and_values(
+                backend,
+                "UPDATE webhook_endpoints SET failing_since = $1 WHERE id = $2 AND failing_since IS NULL",
+                [since.into(), o.endpoint_id.clone().into()],
+            )),
+            None => {}
+        }
+        if let Some(reason) = &o.disable {
+            endpoint_changes.push(Statement::from_sql_and_values(
+                backend,
+                "UPDATE webhook_endpoints SET enabled = $1, disabled_reason = $2, updated_at = $3 \
+                 WHERE id = $4 AND enabled",
+                [false.into(), reason.clone().into(), o.now.into(), o.endpoint_id.clone().into()],
+            ));
+        }
+    }
+    if is_postgres(db) {
+        writes.run(db).await?;
+        // Separate statements: two changes to one endpoint in one statement would keep
+        // only one of them.
+        for statement in endpoint_changes {
+            db.execute_raw(statement).await?;
+        }
+        return Ok(());
+    }
+    let txn = begin_write(db).await?;
+    writes.run(&txn).await?;
+    for statement in endpoint_changes {
+        txn.execute_raw(statement).await?;
+    }
+    txn.commit().await
+}
+
+/// One delivery's outcome, for SQLite (where one statement per row costs no round trip).
+fn update_delivery(backend: sea_orm::DbBackend, o: &Outcome) -> Statement {
+    Statement::from_sql_and_values(
         backend,
         "UPDATE webhook_deliveries SET status = $1, attempts = $2, next_attempt_at = $3, lease = NULL, \
          last_attempt_at = $4, last_status_code = $5, last_error = $6, updated_at = $7 \
          WHERE id = $8 AND lease = $9",
         [
-            outcome.status.name().into(),
-            a.number.into(),
-            next.into(),
-            a.attempted_at.into(),
-            a.status_code.into(),
-            a.error.clone().into(),
-            outcome.now.into(),
-            c.id.clone().into(),
-            c.lease.clone().into(),
+            o.status.name().into(),
+            o.attempt.number.into(),
+            o.next_attempt_at.unwrap_or(o.now).into(),
+            o.attempt.attempted_at.into(),
+            o.attempt.status_code.into(),
+            o.attempt.error.clone().into(),
+            o.now.into(),
+            o.delivery_id.clone().into(),
+            o.lease.clone().into(),
         ],
-    ));
-    match outcome.failing_since {
-        Some(None) => writes.push_statement(Statement::from_sql_and_values(
-            backend,
-            "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
-            [c.endpoint_id.clone().into()],
-        )),
-        Some(Some(since)) => writes.push_statement(Statement::from_sql_and_values(
-            backend,
-            "UPDATE webhook_endpoints SET failing_since = $1 WHERE id = $2 AND failing_since IS NULL",
-            [since.into(), c.endpoint_id.clone().into()],
-        )),
-        None => {}
+    )
+}
+
+/// Many deliveries' outcomes in one PostgreSQL statement: an UPDATE joined to a VALUES
+/// list (typed, as parameters in a VALUES list have no column to take a type from).
+fn update_deliveries_pg(outcomes: &[Outcome]) -> Statement {
+    const TYPES: [&str; 9] =
+        ["text", "text", "text", "int", "timestamptz", "timestamptz", "int", "text", "timestamptz"];
+    let mut rows = Vec::with_capacity(outcomes.len());
+    let mut values: Vec<Value> = Vec::with_capacity(outcomes.len() * TYPES.len());
+    for o in outcomes {
+        let base = values.len();
+        let row: Vec<String> = TYPES.iter().enumerate().map(|(i, t)| format!("${}::{t}", base + i + 1)).collect();
+        rows.push(format!("({})", row.join(", ")));
+        values.extend([
+            o.delivery_id.clone().into(),
+            o.lease.clone().into(),
+            o.status.name().into(),
+            o.attempt.number.into(),
+            o.next_attempt_at.unwrap_or(o.now).into(),
+            o.attempt.attempted_at.into(),
+            o.attempt.status_code.into(),
+            o.attempt.error.clone().into(),
+            o.now.into(),
+        ]);
     }
-    if let Some(reason) = &outcome.disable {
-        writes.push_statement(Statement::from_sql_and_values(
-            backend,
-            "UPDATE webhook_endpoints SET enabled = $1, disabled_reason = $2, updated_at = $3 WHERE id = $4 AND enabled",
-            [false.into(), reason.clone().into(), outcome.now.into(), c.endpoint_id.clone().into()],
-        ));
-    }
-    if is_postgres(db) {
-        return writes.run(db).await;
-    }
-    let txn = begin_write(db).await?;
-    writes.run(&txn).await?;
-    txn.commit().await
+    let sql = format!(
+        "UPDATE webhook_deliveries AS d SET status = v.status, attempts = v.attempts, \
+         next_attempt_at = v.next_attempt_at, lease = NULL, last_attempt_at = v.last_attempt_at, \
+         last_status_code = v.last_status_code, last_error = v.last_error, updated_at = v.updated_at \
+         FROM (VALUES {}) AS v(id, lease, status, attempts, next_attempt_at, last_attempt_at, \
+         last_status_code, last_error, updated_at) \
+         WHERE d.id = v.id AND d.lease = v.lease",
+        rows.join(", ")
+    );
+    Statement::from_sql_and_values(sea_orm::DbBackend::Postgres, sql, values)
 }
 
 /// Gives back claims that were never attempted (the dispatcher stopped or held them too

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::{Sender, WebhookSettings};
@@ -105,6 +105,10 @@ impl Dispatcher {
     }
 
     async fn run(self: Arc<Self>, wake: Arc<Notify>, mut stopped: watch::Receiver<bool>) {
+        // Outcomes are written by a task of their own, many per write: attempts finish
+        // while the previous write is in flight, and go together in the next.
+        let (outcomes, recorded) = mpsc::channel(self.max_held().max(1));
+        let recorder = tokio::spawn(record(self.db.clone(), recorded));
         let mut inflight = JoinSet::new();
         let mut pruned_at: Option<Instant> = None;
         loop {
@@ -116,7 +120,7 @@ impl Dispatcher {
                     tracing::error!(error = %e, "a webhook attempt task failed");
                 }
             }
-            let more = self.round(&mut inflight).await;
+            let more = self.round(&mut inflight, &outcomes).await;
             if pruned_at.is_none_or(|at| at.elapsed() >= self.settings.prune_interval) {
                 pruned_at = Some(Instant::now());
                 self.prune().await;
@@ -139,10 +143,15 @@ impl Dispatcher {
                 tracing::error!(error = %e, "a webhook attempt task failed");
             }
         }
+        // Every attempt has sent its outcome; the recorder writes what is left and ends.
+        drop(outcomes);
+        if let Err(e) = recorder.await {
+            tracing::error!(error = %e, "the webhook recorder failed");
+        }
     }
 
     /// One fan-out and one claim. True when either was full (more is probably waiting).
-    async fn round(self: &Arc<Self>, inflight: &mut JoinSet<()>) -> bool {
+    async fn round(self: &Arc<Self>, inflight: &mut JoinSet<()>, outcomes: &mpsc::Sender<Outcome>) -> bool {
         let batch = self.settings.batch.max(1);
         let now = self.settings.clock.now();
         let mut more = match store::fan_out(&self.db, batch as u64, now).await {
@@ -193,13 +202,18 @@ impl Dispatcher {
             let event = events.get(&c.outbox_id).cloned();
             let limit = self.hold(&c.endpoint_id);
             let this = self.clone();
+            let outcomes = outcomes.clone();
             inflight.spawn(async move {
                 {
                     // The endpoint's slot first: attempts queued behind a slow endpoint
                     // wait without taking any of the slots other endpoints need.
                     let _endpoint_slot = limit.acquire_owned().await;
                     let _slot = this.global.clone().acquire_owned().await;
-                    this.attempt(&c, endpoint.as_deref(), event.as_ref()).await;
+                    if let Some(outcome) = this.attempt(&c, endpoint.as_deref(), event.as_ref()).await {
+                        // Only fails once the recorder is gone: the claim then runs out and
+                        // the delivery is attempted again, with the same id.
+                        let _ = outcomes.send(outcome).await;
+                    }
                 }
                 this.unhold(&c.endpoint_id);
             });
@@ -233,12 +247,17 @@ impl Dispatcher {
         }
     }
 
-    /// Sends one claimed delivery and records what happened.
-    async fn attempt(&self, c: &Claimed, endpoint: Option<&EndpointRecord>, event: Option<&OutboxRow>) {
+    /// Sends one claimed delivery; returns what happened, to record.
+    async fn attempt(
+        &self,
+        c: &Claimed,
+        endpoint: Option<&EndpointRecord>,
+        event: Option<&OutboxRow>,
+    ) -> Option<Outcome> {
         let now = self.settings.clock.now();
         let Some(endpoint) = endpoint else {
             // Deleted since the claim: its deliveries went with it.
-            return;
+            return None;
         };
         let timeout = chrono::Duration::from_std(self.settings.timeout).unwrap_or_default();
         if !endpoint.enabled || now + timeout + chrono::Duration::seconds(1) > c.lease_until {
@@ -247,7 +266,7 @@ impl Dispatcher {
             if let Err(e) = store::release(&self.db, &[c], now).await {
                 tracing::warn!(error = %e, delivery = %c.id, "releasing a webhook delivery failed");
             }
-            return;
+            return None;
         }
         let prepared = event
             .ok_or_else(|| "the event is no longer in the outbox".to_string())
@@ -266,8 +285,7 @@ impl Dispatcher {
                     error: Some(why),
                     response_body: None,
                 };
-                self.record(c, attempt, DeliveryStatus::Dead, None, None, None, now).await;
-                return;
+                return Some(outcome(c, attempt, DeliveryStatus::Dead, None, None, None, now));
             }
         };
         let secrets = signing_secrets(&current, previous.as_ref(), endpoint.previous_secret_expires_at, now);
@@ -295,25 +313,7 @@ impl Dispatcher {
             error: sent.error,
             response_body: sent.body,
         };
-        self.record(c, attempt, decision.status, decision.next_attempt_at, failing_since, disable, after).await;
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn record(
-        &self,
-        claimed: &Claimed,
-        attempt: AttemptRecord,
-        status: DeliveryStatus,
-        next_attempt_at: Option<DateTime<Utc>>,
-        failing_since: Option<Option<DateTime<Utc>>>,
-        disable: Option<String>,
-        now: DateTime<Utc>,
-    ) {
-        let outcome = Outcome { claimed, attempt, status, next_attempt_at, failing_since, disable, now };
-        if let Err(e) = store::record(&self.db, outcome).await {
-            // The claim runs out and the delivery is attempted again, with the same id.
-            tracing::warn!(error = %e, delivery = %claimed.id, "recording a webhook attempt failed");
-        }
+        Some(outcome(c, attempt, decision.status, decision.next_attempt_at, failing_since, disable, after))
     }
 
     async fn prune(&self) {
@@ -329,6 +329,42 @@ impl Dispatcher {
                 }
             }
         }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn outcome(
+    claimed: &Claimed,
+    attempt: AttemptRecord,
+    status: DeliveryStatus,
+    next_attempt_at: Option<DateTime<Utc>>,
+    failing_since: Option<Option<DateTime<Utc>>>,
+    disable: Option<String>,
+    now: DateTime<Utc>,
+) -> Outcome {
+    Outcome {
+        delivery_id: claimed.id.clone(),
+        lease: claimed.lease.clone(),
+        endpoint_id: claimed.endpoint_id.clone(),
+        attempt,
+        status,
+        next_attempt_at,
+        failing_since,
+        disable,
+        now,
+    }
+}
+
+/// Writes outcomes as they come, all that are waiting in one go, until every sender is gone.
+async fn record(db: DatabaseConnection, mut recorded: mpsc::Receiver<Outcome>) {
+    const MOST: usize = 500;
+    let mut batch = Vec::with_capacity(MOST);
+    while recorded.recv_many(&mut batch, MOST).await > 0 {
+        if let Err(e) = store::record_all(&db, &batch).await {
+            // Their claims run out and the deliveries are attempted again, same ids.
+            tracing::warn!(error = %e, attempts = batch.len(), "recording webhook attempts failed");
+        }
+        batch.clear();
     }
 }
 
