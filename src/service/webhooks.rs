@@ -115,7 +115,8 @@ impl Onramp {
             updated_at: now,
         };
         store::insert_endpoint(&self.db, &endpoint).await?;
-        tracing::info!(endpoint = %endpoint.id, url = %endpoint.url, "webhook endpoint created");
+        // Not the URL: receivers often put a token in it.
+        tracing::info!(endpoint = %endpoint.id, "webhook endpoint created");
         Ok((endpoint, secret))
     }
 

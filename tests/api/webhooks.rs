@@ -35,6 +35,13 @@ both_webhooks!(fast =>
 
 both!(internal_addresses_are_refused_by_default);
 
+both_webhooks!(slow_polling => a_commit_wakes_the_dispatcher_at_once);
+
+/// `fast`, but polling only every 10 s: anything quicker came from the commit's wake-up.
+fn slow_polling() -> WebhookSettings {
+    WebhookSettings { poll_interval: Duration::from_secs(10), ..fast() }
+}
+
 /// Loopback and http allowed (the receivers are local), a short schedule, quick polling,
 /// and a clock the test can move.
 fn fast() -> WebhookSettings {
@@ -630,4 +637,22 @@ async fn a_slow_endpoint_does_not_delay_the_others(app: TestApp) {
     let slow_count = slow.received().len();
     assert!((1..=16).contains(&slow_count), "{slow_count} requests in flight to the slow endpoint");
     slow.expect_no_more_than(16, QUIET).await;
+}
+
+async fn a_commit_wakes_the_dispatcher_at_once(app: TestApp) {
+    publish(&app).await;
+    let receiver = Receiver::start().await;
+    create(&app, &receiver.url(), &["step.completed"]).await;
+    let mut latencies = Vec::new();
+    for i in 0..20 {
+        let committed = std::time::Instant::now();
+        app.complete_as(&format!("user-{i}"), "welcome", "verify_email").await;
+        receiver.wait_for(i + 1, WAIT).await;
+        latencies.push(committed.elapsed());
+    }
+    latencies.sort();
+    let (median, worst) = (latencies[latencies.len() / 2], latencies[latencies.len() - 1]);
+    eprintln!("completion to receipt (debug build): median {median:?}, worst {worst:?}");
+    // Far under the 10 s poll: every delivery was sent on its commit's wake-up.
+    assert!(worst < Duration::from_secs(3), "worst {worst:?}");
 }
