@@ -31,6 +31,8 @@ both_webhooks!(fast =>
     old_deliveries_and_outbox_rows_are_pruned_after_retention,
     an_endpoint_failing_for_days_is_disabled,
     a_slow_endpoint_does_not_delay_the_others,
+    redirects_are_not_followed_and_answers_are_cut_to_1_kib,
+    retry_after_is_honoured_on_503,
 );
 
 both!(internal_addresses_are_refused_by_default);
@@ -655,4 +657,40 @@ async fn a_commit_wakes_the_dispatcher_at_once(app: TestApp) {
     eprintln!("completion to receipt (debug build): median {median:?}, worst {worst:?}");
     // Far under the 10 s poll: every delivery was sent on its commit's wake-up.
     assert!(worst < Duration::from_secs(3), "worst {worst:?}");
+}
+
+async fn redirects_are_not_followed_and_answers_are_cut_to_1_kib(app: TestApp) {
+    publish(&app).await;
+    let elsewhere = Receiver::start().await;
+    let redirecting = Receiver::start().await;
+    redirecting.answer(307);
+    redirecting.header("location", &elsewhere.url());
+    redirecting.body(&"x".repeat(5000));
+    let (id, _) = create(&app, &redirecting.url(), &["step.completed"]).await;
+    app.complete_as("alice", "welcome", "verify_email").await;
+    redirecting.wait_for(2, WAIT).await;
+    elsewhere.expect_no_more_than(0, QUIET).await;
+    let page = deliveries(&app, &id, json!({})).await;
+    let attempt = &nodes(&page)[0]["attempts"][0];
+    assert_eq!(attempt["statusCode"], 307, "{page:#}");
+    assert_eq!(attempt["responseBody"].as_str().unwrap().len(), 1024, "at most 1 KiB is kept");
+    // A redirect is a failure, retried (the next attempt may be in flight right now).
+    let status = nodes(&page)[0]["status"].clone();
+    assert!(status == "FAILED" || status == "SENDING", "{page:#}");
+}
+
+async fn retry_after_is_honoured_on_503(app: TestApp) {
+    publish(&app).await;
+    let receiver = Receiver::start().await;
+    receiver.script(&[503]);
+    receiver.header("retry-after", "2");
+    let (_, secret) = create(&app, &receiver.url(), &["step.completed"]).await;
+    app.complete_as("alice", "welcome", "verify_email").await;
+    let requests = receiver.wait_for(2, WAIT).await;
+    let waited = requests[1].at - requests[0].at;
+    // The schedule says 0.2 s; the receiver asked for 2.
+    assert!(waited >= Duration::from_millis(1900), "retried after {waited:?}");
+    assert_eq!(requests[1].id, requests[0].id);
+    assert_signed(&requests[1], &secret);
+    receiver.expect_no_more_than(2, QUIET).await;
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::Value;
 
@@ -21,6 +22,7 @@ pub struct Received {
     pub signature: String,
     pub body: String,
     pub json: Value,
+    pub at: Instant,
 }
 
 impl Received {
@@ -42,6 +44,9 @@ struct Inner {
     in_flight: Mutex<HashSet<String>>,
     /// Requests that arrived while another with the same webhook id was being answered.
     overlaps: AtomicUsize,
+    /// Headers and body every answer carries.
+    headers: Mutex<Vec<(String, String)>>,
+    body: Mutex<String>,
 }
 
 #[derive(Clone)]
@@ -93,6 +98,16 @@ impl Receiver {
         self.inner.delays.lock().unwrap().extend(delays);
     }
 
+    /// Adds a header to every answer.
+    pub fn header(&self, name: &str, value: &str) {
+        self.inner.headers.lock().unwrap().push((name.to_string(), value.to_string()));
+    }
+
+    /// Answers with this body.
+    pub fn body(&self, body: &str) {
+        *self.inner.body.lock().unwrap() = body.to_string();
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.inner.received.lock().unwrap().clone()
     }
@@ -122,7 +137,7 @@ impl Receiver {
     }
 }
 
-async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: String) -> StatusCode {
+async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: String) -> Response {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let id = header("webhook-id");
     let request = Received {
@@ -131,6 +146,7 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Str
         signature: header("webhook-signature"),
         json: serde_json::from_str(&body).unwrap_or(Value::Null),
         body,
+        at: Instant::now(),
     };
     let inner = &receiver.inner;
     if !inner.in_flight.lock().unwrap().insert(id.clone()) {
@@ -143,5 +159,13 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Str
     }
     inner.in_flight.lock().unwrap().remove(&id);
     let status = inner.script.lock().unwrap().pop_front().unwrap_or_else(|| inner.status.load(Ordering::SeqCst));
-    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, inner.body.lock().unwrap().clone()).into_response();
+    for (name, value) in inner.headers.lock().unwrap().iter() {
+        response.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            axum::http::HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    response
 }
