@@ -131,7 +131,8 @@ pub struct WebhookDelivery {
     pub status: WebhookDeliveryStatus,
     /// Attempts made in the current round.
     pub attempt_count: i32,
-    /// When the next attempt is due (PENDING and FAILED only).
+    /// When the next attempt is due (PENDING and FAILED only; null while the endpoint is
+    /// disabled).
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub last_attempt_at: Option<DateTime<Utc>>,
     pub last_status_code: Option<i32>,
@@ -151,8 +152,10 @@ impl From<&LoggedDelivery> for WebhookDelivery {
             event_type: d.event_type.clone(),
             status: d.status.into(),
             attempt_count: d.attempts,
-            next_attempt_at: matches!(d.status, DeliveryStatus::Pending | DeliveryStatus::Failed)
-                .then_some(d.next_attempt_at),
+            // Parked deliveries (of a disabled endpoint) have no next attempt until it is enabled.
+            next_attempt_at: (matches!(d.status, DeliveryStatus::Pending | DeliveryStatus::Failed)
+                && d.next_attempt_at < crate::persistence::webhooks::parked())
+            .then_some(d.next_attempt_at),
             last_attempt_at: d.last_attempt_at,
             last_status_code: d.last_status_code,
             last_error: d.last_error.clone(),

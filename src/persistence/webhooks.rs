@@ -163,7 +163,38 @@ pub async fn update_endpoint(
             .col_expr(C::PreviousSecretExpiresAt, Some(expires_at).into());
     }
     let result = update.filter(C::Id.eq(id)).exec(db).await?;
+    match changes.enabled {
+        Some(false) => park_deliveries(db, id).await?,
+        Some(true) => {
+            // What waited for it goes now, not when its backoff would have said.
+            let sql = "UPDATE webhook_deliveries SET next_attempt_at = $1 \
+                       WHERE endpoint_id = $2 AND status IN ('PENDING', 'FAILED')";
+            db.execute_raw(statement(db, sql.to_string(), vec![now.into(), id.to_string().into()])).await?;
+        }
+        None => {}
+    }
     Ok(result.rows_affected > 0)
+}
+
+/// Where the waiting deliveries of a disabled endpoint are parked: due never, so claims
+/// do not scan past them again and again (a day's backlog of a dead endpoint would
+/// otherwise be read on every poll). Enabling the endpoint makes them due at once.
+pub fn parked() -> DateTime<Utc> {
+    // 9999-12-31T00:00:00Z: within both backends' range.
+    DateTime::<Utc>::from_timestamp(253_402_214_400, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+fn park_statement(backend: sea_orm::DbBackend, endpoint_id: &str) -> Statement {
+    Statement::from_sql_and_values(
+        backend,
+        "UPDATE webhook_deliveries SET next_attempt_at = $1 WHERE endpoint_id = $2 AND status IN ('PENDING', 'FAILED')",
+        [parked().into(), endpoint_id.to_string().into()],
+    )
+}
+
+async fn park_deliveries(db: &impl ConnectionTrait, endpoint_id: &str) -> Result<(), DbErr> {
+    db.execute_raw(park_statement(db.get_database_backend(), endpoint_id)).await?;
+    Ok(())
 }
 
 /// Deletes an endpoint with its deliveries and their attempts. Returns whether it existed.
@@ -478,6 +509,8 @@ pub async fn record_all(db: &DatabaseConnection, outcomes: &[Outcome]) -> Result
                  WHERE id = $4 AND enabled",
                 [false.into(), reason.clone().into(), o.now.into(), o.endpoint_id.clone().into()],
             ));
+            // After the deliveries' own updates, which may have scheduled a retry.
+            endpoint_changes.push(park_statement(backend, &o.endpoint_id));
         }
     }
     if is_postgres(db) {

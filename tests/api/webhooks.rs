@@ -70,7 +70,7 @@ const CREATE: &str = "mutation($u: String!, $t: [String!]!, $d: String) { \
 
 const DELIVERIES: &str = "query($e: ID!, $s: WebhookDeliveryStatus, $t: String, $f: Int! = 20, $a: String) { \
     webhookDeliveries(endpointId: $e, status: $s, eventType: $t, first: $f, after: $a) { \
-    hasNextPage endCursor nodes { id webhookId eventType status attemptCount lastStatusCode \
+    hasNextPage endCursor nodes { id webhookId eventType status attemptCount lastStatusCode nextAttemptAt \
     attempts { number statusCode latencyMs error responseBody } } } }";
 
 /// Creates an endpoint; returns its id and secret.
@@ -617,9 +617,19 @@ async fn an_endpoint_failing_for_days_is_disabled(app: TestApp) {
         assert!(std::time::Instant::now() < deadline, "never disabled: {e:#}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Disabled, it gets no more attempts.
+    // Disabled, it gets no more attempts, and its delivery waits with no next attempt.
     let count = receiver.received().len();
     receiver.expect_no_more_than(count, QUIET).await;
+    let page = deliveries(&app, &id, json!({})).await;
+    assert_eq!(nodes(&page)[0]["status"], "FAILED", "{page:#}");
+    assert!(nodes(&page)[0]["nextAttemptAt"].is_null(), "{page:#}");
+
+    // Enabled again, what waited is sent at once, whatever its backoff said.
+    receiver.answer(200);
+    let query = "mutation($i: ID!) { setWebhookEndpointEnabled(id: $i, enabled: true) { enabled } }";
+    app.ok(&app.admin(), query, json!({ "i": id })).await;
+    receiver.wait_for(count + 1, WAIT).await;
+    wait_for_log(&app, &id, |p| nodes(p)[0]["status"] == "SUCCEEDED").await;
 }
 
 async fn a_slow_endpoint_does_not_delay_the_others(app: TestApp) {
