@@ -127,9 +127,10 @@ pub struct WebhookArgs {
     #[arg(long, env = "ONRAMP_WEBHOOK_RETENTION_DAYS", default_value_t = 30)]
     pub webhook_retention_days: u64,
     /// Allow endpoints on loopback, private and link-local addresses (cloud metadata
-    /// addresses stay refused).
+    /// addresses stay refused). Default: only in development mode, where the receiver
+    /// under development is usually on this machine.
     #[arg(long, env = "ONRAMP_WEBHOOK_ALLOW_PRIVATE")]
-    pub webhook_allow_private: bool,
+    pub webhook_allow_private: Option<bool>,
     /// Allow plain http endpoints (default: only in development mode).
     #[arg(long, env = "ONRAMP_WEBHOOK_ALLOW_HTTP")]
     pub webhook_allow_http: Option<bool>,
@@ -163,7 +164,7 @@ impl WebhookArgs {
                 ..d.policy
             },
             address: AddressPolicy {
-                allow_private: self.webhook_allow_private,
+                allow_private: self.webhook_allow_private.unwrap_or(mode == Mode::Development),
                 allow_http: self.webhook_allow_http.unwrap_or(mode == Mode::Development),
             },
             timeout,
@@ -339,5 +340,48 @@ impl Default for ServerLimits {
             rate_burst: 400.0,
             admin_introspection: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod webhook_tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        webhooks: WebhookArgs,
+    }
+
+    fn settings(args: &[&str], mode: Mode) -> Result<crate::webhooks::WebhookSettings, String> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("onramp").chain(args.iter().copied())).map_err(|e| e.to_string())?;
+        cli.webhooks.settings(mode)
+    }
+
+    #[test]
+    fn production_allows_public_https_only_unless_told_otherwise() {
+        let strict = settings(&[], Mode::Production).unwrap();
+        assert!(!strict.address.allow_private && !strict.address.allow_http);
+        let dev = settings(&[], Mode::Development).unwrap();
+        assert!(dev.address.allow_private && dev.address.allow_http);
+        let told = settings(&["--webhook-allow-private", "true", "--webhook-allow-http", "true"], Mode::Production);
+        let told = told.unwrap();
+        assert!(told.address.allow_private && told.address.allow_http);
+    }
+
+    #[test]
+    fn the_defaults_are_the_documented_ones_and_bad_values_are_refused() {
+        let d = settings(&[], Mode::Production).unwrap();
+        assert_eq!(d.timeout, std::time::Duration::from_secs(15));
+        assert_eq!(d.policy.schedule, crate::domain::webhooks::RetrySchedule::default());
+        assert_eq!(d.policy.disable_after, std::time::Duration::from_secs(5 * 86_400));
+        assert_eq!(d.secret_overlap, std::time::Duration::from_secs(86_400));
+        assert_eq!(d.retention, std::time::Duration::from_secs(30 * 86_400));
+        assert!(d.lease >= d.timeout * 2, "an attempt that waited for its slot still fits in the lease");
+        assert!(settings(&["--webhook-retry-schedule", "0,x"], Mode::Production).is_err());
+        assert!(settings(&["--webhook-timeout", "0"], Mode::Production).is_err());
     }
 }
