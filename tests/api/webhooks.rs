@@ -33,6 +33,7 @@ both_webhooks!(fast =>
     a_slow_endpoint_does_not_delay_the_others,
     redirects_are_not_followed_and_answers_are_cut_to_1_kib,
     retry_after_is_honoured_on_503,
+    shutdown_finishes_and_records_the_attempts_in_flight,
 );
 
 both!(internal_addresses_are_refused_by_default);
@@ -703,4 +704,21 @@ async fn retry_after_is_honoured_on_503(app: TestApp) {
     assert_eq!(requests[1].id, requests[0].id);
     assert_signed(&requests[1], &secret);
     receiver.expect_no_more_than(2, QUIET).await;
+}
+
+async fn shutdown_finishes_and_records_the_attempts_in_flight(mut app: TestApp) {
+    publish(&app).await;
+    let receiver = Receiver::start().await;
+    receiver.delay(&[Duration::from_millis(800)]);
+    let (id, _) = create(&app, &receiver.url(), &["step.completed"]).await;
+    app.complete_as("alice", "welcome", "verify_email").await;
+    receiver.wait_for(1, WAIT).await;
+    // Shut down while the attempt is in flight: it completes and is recorded first.
+    app.dispatcher.take().unwrap().shutdown().await;
+    let page = deliveries(&app, &id, json!({})).await;
+    assert_eq!(nodes(&page)[0]["status"], "SUCCEEDED", "{page:#}");
+    // Stopped: later events wait in the outbox for the next dispatcher.
+    app.complete_as("bob", "welcome", "verify_email").await;
+    receiver.expect_no_more_than(1, QUIET).await;
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").await, 1);
 }
