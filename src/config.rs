@@ -99,6 +99,85 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+}
+
+/// Webhook delivery (see `webhooks::WebhookSettings` for what each one does).
+#[derive(Clone, Debug, Args)]
+pub struct WebhookArgs {
+    /// Do not run the webhook dispatcher on this instance (other instances sharing the
+    /// database deliver).
+    #[arg(long, env = "ONRAMP_WEBHOOK_NO_DISPATCHER")]
+    pub no_webhook_dispatcher: bool,
+    /// Seconds one attempt may take, response included.
+    #[arg(long, env = "ONRAMP_WEBHOOK_TIMEOUT", default_value_t = 15)]
+    pub webhook_timeout: u64,
+    /// Seconds before each attempt, the first included, separated by commas.
+    #[arg(long, env = "ONRAMP_WEBHOOK_RETRY_SCHEDULE", default_value = "0,5,300,1800,7200,18000,36000,36000")]
+    pub webhook_retry_schedule: String,
+    /// Seconds an endpoint may fail every attempt before it is disabled (default 5 days).
+    #[arg(long, env = "ONRAMP_WEBHOOK_DISABLE_AFTER", default_value_t = 5 * 86_400)]
+    pub webhook_disable_after: u64,
+    /// Seconds a rotated-out secret keeps signing beside the new one (default 24 h).
+    #[arg(long, env = "ONRAMP_WEBHOOK_SECRET_OVERLAP", default_value_t = 86_400)]
+    pub webhook_secret_overlap: u64,
+    /// Days finished deliveries and delivered outbox rows are kept (replay reaches this far).
+    #[arg(long, env = "ONRAMP_WEBHOOK_RETENTION_DAYS", default_value_t = 30)]
+    pub webhook_retention_days: u64,
+    /// Allow endpoints on loopback, private and link-local addresses (cloud metadata
+    /// addresses stay refused). Default: only in development mode, where the receiver
+    /// under development is usually on this machine.
+    #[arg(long, env = "ONRAMP_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: Option<bool>,
+    /// Allow plain http endpoints (default: only in development mode).
+    #[arg(long, env = "ONRAMP_WEBHOOK_ALLOW_HTTP")]
+    pub webhook_allow_http: Option<bool>,
+    /// Attempts in flight at once on this instance.
+    #[arg(long, env = "ONRAMP_WEBHOOK_CONCURRENCY", default_value_t = 64)]
+    pub webhook_concurrency: usize,
+    /// Attempts in flight at once to one endpoint.
+    #[arg(long, env = "ONRAMP_WEBHOOK_ENDPOINT_CONCURRENCY", default_value_t = 16)]
+    pub webhook_endpoint_concurrency: usize,
+    /// Milliseconds between looks for due retries and other instances' events.
+    #[arg(long, env = "ONRAMP_WEBHOOK_POLL_MS", default_value_t = 1000)]
+    pub webhook_poll_ms: u64,
+}
+
+impl WebhookArgs {
+    pub fn settings(&self, mode: Mode) -> Result<crate::webhooks::WebhookSettings, String> {
+        use std::time::Duration;
+
+        use crate::domain::webhooks::{AddressPolicy, DeliveryPolicy, RetrySchedule};
+
+        let d = crate::webhooks::WebhookSettings::default();
+        if self.webhook_timeout == 0 {
+            return Err("ONRAMP_WEBHOOK_TIMEOUT is at least 1 second".into());
+        }
+        let timeout = Duration::from_secs(self.webhook_timeout);
+        Ok(crate::webhooks::WebhookSettings {
+            policy: DeliveryPolicy {
+                schedule: RetrySchedule::parse(&self.webhook_retry_schedule)
+                    .map_err(|e| format!("ONRAMP_WEBHOOK_RETRY_SCHEDULE: {e}"))?,
+                disable_after: Duration::from_secs(self.webhook_disable_after),
+                ..d.policy
+            },
+            address: AddressPolicy {
+                allow_private: self.webhook_allow_private.unwrap_or(mode == Mode::Development),
+                allow_http: self.webhook_allow_http.unwrap_or(mode == Mode::Development),
+            },
+            timeout,
+            secret_overlap: Duration::from_secs(self.webhook_secret_overlap),
+            retention: Duration::from_secs(self.webhook_retention_days.saturating_mul(86_400)),
+            concurrency: self.webhook_concurrency.max(1),
+            endpoint_concurrency: self.webhook_endpoint_concurrency.max(1),
+            poll_interval: Duration::from_millis(self.webhook_poll_ms.max(10)),
+            // Room for an attempt that waited behind others for its slot.
+            lease: timeout * 2 + Duration::from_secs(60),
+            ..d
+        })
+    }
 }
 
 /// Every limit, as flags and environment variables; defaults are `Limits::default()`
@@ -261,5 +340,48 @@ impl Default for ServerLimits {
             rate_burst: 400.0,
             admin_introspection: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod webhook_tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        webhooks: WebhookArgs,
+    }
+
+    fn settings(args: &[&str], mode: Mode) -> Result<crate::webhooks::WebhookSettings, String> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("onramp").chain(args.iter().copied())).map_err(|e| e.to_string())?;
+        cli.webhooks.settings(mode)
+    }
+
+    #[test]
+    fn production_allows_public_https_only_unless_told_otherwise() {
+        let strict = settings(&[], Mode::Production).unwrap();
+        assert!(!strict.address.allow_private && !strict.address.allow_http);
+        let dev = settings(&[], Mode::Development).unwrap();
+        assert!(dev.address.allow_private && dev.address.allow_http);
+        let told = settings(&["--webhook-allow-private", "true", "--webhook-allow-http", "true"], Mode::Production);
+        let told = told.unwrap();
+        assert!(told.address.allow_private && told.address.allow_http);
+    }
+
+    #[test]
+    fn the_defaults_are_the_documented_ones_and_bad_values_are_refused() {
+        let d = settings(&[], Mode::Production).unwrap();
+        assert_eq!(d.timeout, std::time::Duration::from_secs(15));
+        assert_eq!(d.policy.schedule, crate::domain::webhooks::RetrySchedule::default());
+        assert_eq!(d.policy.disable_after, std::time::Duration::from_secs(5 * 86_400));
+        assert_eq!(d.secret_overlap, std::time::Duration::from_secs(86_400));
+        assert_eq!(d.retention, std::time::Duration::from_secs(30 * 86_400));
+        assert!(d.lease >= d.timeout * 2, "an attempt that waited for its slot still fits in the lease");
+        assert!(settings(&["--webhook-retry-schedule", "0,x"], Mode::Production).is_err());
+        assert!(settings(&["--webhook-timeout", "0"], Mode::Production).is_err());
     }
 }

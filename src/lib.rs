@@ -2,6 +2,7 @@
 //! router, so `main` and the integration tests start the very same server.
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod demo_data;
 pub mod domain;
@@ -11,6 +12,7 @@ pub mod http;
 pub mod persistence;
 pub mod realtime;
 pub mod service;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -191,7 +191,8 @@ async fn serve(cli: Cli, mode: Mode) -> anyhow::Result<()> {
     persistence::migrate(&db).await.context("migrating")?;
     // Readers are exact whatever the compactor's lag; folding often keeps them fast.
     let _compactor = persistence::rollup::spawn_compactor(db.clone(), std::time::Duration::from_secs(5));
-    let onramp = Onramp::new(db).with_limits(cli.serve.limits.product());
+    let webhooks = cli.serve.webhooks.settings(mode).map_err(|e| anyhow::anyhow!(e))?;
+    let onramp = Onramp::new(db).with_limits(cli.serve.limits.product()).with_webhooks(webhooks);
     let _listener = onramp.listen(url).await.context("PostgreSQL LISTEN for changes from other instances")?;
     let development = mode == Mode::Development;
     if development
@@ -201,6 +202,12 @@ async fn serve(cli: Cli, mode: Mode) -> anyhow::Result<()> {
     {
         tracing::info!(key = %flow.key, "published the demo flow");
     }
+    // Beside the API, on every instance: instances sharing PostgreSQL split the work.
+    let dispatcher = if cli.serve.webhooks.no_webhook_dispatcher {
+        None
+    } else {
+        Some(onramp.spawn_dispatcher().context("starting the webhook dispatcher")?)
+    };
     let dev_token = if development { Some(keys.mint("demo-admin", Role::Admin, 7 * 86_400)?) } else { None };
     let listener =
         tokio::net::TcpListener::bind(cli.serve.bind).await.with_context(|| format!("binding {}", cli.serve.bind))?;
@@ -221,6 +228,10 @@ async fn serve(cli: Cli, mode: Mode) -> anyhow::Result<()> {
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    if let Some(dispatcher) = dispatcher {
+        // Attempts in flight finish and are recorded; nothing is claimed after this.
+        dispatcher.shutdown().await;
+    }
     tracing::info!("shut down cleanly");
     Ok(())
 }

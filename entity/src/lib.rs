@@ -12,3 +12,6 @@ pub mod outbox;
 pub mod points_entry;
 pub mod step_progress;
 pub mod subject;
+pub mod webhook_attempt;
+pub mod webhook_delivery;
+pub mod webhook_endpoint;

@@ -10,6 +10,7 @@ mod m20261121_000004_experiments;
 mod m20261121_000005_workspaces;
 mod m20261121_000006_reached;
 mod m20261121_000007_rollup;
+mod m20261203_000008_webhooks;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000005_workspaces::Migration),
             Box::new(m20261121_000006_reached::Migration),
             Box::new(m20261121_000007_rollup::Migration),
+            Box::new(m20261203_000008_webhooks::Migration),
         ]
     }
 }

@@ -14,6 +14,7 @@ pub mod stats;
 pub mod triggers;
 pub mod validation;
 pub mod versions;
+pub mod webhooks;
 
 pub use changes::{DomainEvent, DomainEventKind};
 pub use condition::{Condition, Facts, Op, Path};

@@ -10,6 +10,7 @@ mod onboarding;
 mod parsed;
 mod subscription;
 mod types;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub struct Query(
     admin::AdminQuery,
     experiments::ExperimentQuery,
     analytics::AnalyticsQuery,
+    webhooks::WebhookQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -34,6 +36,7 @@ pub struct Mutation(
     events::EventMutation,
     admin::AdminMutation,
     experiments::ExperimentMutation,
+    webhooks::WebhookMutation,
 );
 
 pub type OnrampSchema = Schema<Query, Mutation, subscription::Subscription>;

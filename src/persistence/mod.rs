@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod points;
 pub mod rollup;
 pub mod subjects;
+pub mod webhooks;
 pub mod writes;
 
 use std::time::Duration;

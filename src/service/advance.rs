@@ -207,6 +207,8 @@ fn outbox_entries(p: &mut Planned<'_>) -> Vec<OutboxEntry> {
                     "eventId": s.event_id,
                     "metadata": s.metadata,
                     "skipReason": s.skip_reason,
+                    // Who did it, so a webhook for a workspace's step names the member.
+                    "completedBy": s.completed_by,
                     "revision": state.revision,
                 }),
                 None => json!({ "points": state.points, "revision": state.revision }),

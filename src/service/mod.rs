@@ -12,6 +12,7 @@ mod points;
 mod progress;
 mod subjects;
 mod versions;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
@@ -28,6 +29,7 @@ pub use events::{CompletedStep, EventInput, EventOutcome, MAX_EVENT_BATCH};
 pub use experiments::ExperimentReport;
 pub use points::PointsBalance;
 pub use versions::MigrationReport;
+pub use webhooks::{DeliveryPage, LoggedDelivery, NewEndpoint, WebhookDeliveriesQuery};
 
 use crate::domain::limits::shorten;
 use crate::domain::{Enrollment, FlowScope, Limits, Owner, ProgressView, StepState, progress::view};
@@ -42,6 +44,10 @@ pub struct Onramp {
     /// Shared with the tasks that commit and announce (see `commit_and_announce`).
     realtime: Arc<Realtime>,
     limits: Limits,
+    /// How webhooks are judged (URLs, secrets' overlap, limits) and timed.
+    webhooks: crate::webhooks::WebhookSettings,
+    /// Notified after a commit that may have written outbox rows: wakes the dispatcher.
+    outbox_written: Arc<tokio::sync::Notify>,
 }
 
 impl Onramp {
@@ -49,7 +55,30 @@ impl Onramp {
     /// made by other instances reach this one's subscribers.
     pub fn new(db: DatabaseConnection) -> Self {
         let realtime = Arc::new(Realtime::new(&db));
-        Onramp { db, flows: FlowStore::default(), realtime, limits: Limits::default() }
+        Onramp {
+            db,
+            flows: FlowStore::default(),
+            realtime,
+            limits: Limits::default(),
+            webhooks: crate::webhooks::WebhookSettings::default(),
+            outbox_written: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// The same engine with these webhook settings (the defaults allow public https
+    /// endpoints only). Give the dispatcher the same ones.
+    pub fn with_webhooks(mut self, settings: crate::webhooks::WebhookSettings) -> Self {
+        self.webhooks = settings;
+        self
+    }
+
+    pub fn webhook_settings(&self) -> &crate::webhooks::WebhookSettings {
+        &self.webhooks
+    }
+
+    /// Starts this engine's webhook dispatcher, woken by its commits.
+    pub fn spawn_dispatcher(&self) -> Result<crate::webhooks::DispatcherHandle, reqwest::Error> {
+        crate::webhooks::spawn_dispatcher(self.db.clone(), self.outbox_written.clone(), self.webhooks.clone())
     }
 
     /// The same engine with other input limits than the defaults.
@@ -105,10 +134,16 @@ impl Onramp {
     /// for a flow change this instance would keep serving the flows it cached before.
     pub(crate) async fn commit_and_announce(&self, txn: DatabaseTransaction, news: News) -> AppResult<()> {
         let realtime = self.realtime.clone();
+        let outbox_written = self.outbox_written.clone();
         tokio::spawn(async move {
             txn.commit().await?;
             match news {
-                News::Owners(owners) => realtime.announce(&owners).await,
+                News::Owners(owners) => {
+                    // A change to an owner is what writes outbox rows; a wake with none
+                    // to send costs the dispatcher one query.
+                    outbox_written.notify_one();
+                    realtime.announce(&owners).await
+                }
                 News::Flows => realtime.flows_changed().await,
             }
             Ok(())

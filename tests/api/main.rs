@@ -26,4 +26,5 @@ mod schema;
 mod stored_events;
 mod subscriptions;
 mod versions;
+mod webhooks;
 mod workspaces;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use onramp::auth::{JwtKeys, Role};
 use onramp::config::{JwtArgs, Mode, ServerLimits};
 use onramp::service::Onramp;
+use onramp::webhooks::{DispatcherHandle, WebhookSettings};
 use onramp::{AppState, http, persistence};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use serde_json::{Value, json};
@@ -56,6 +57,26 @@ macro_rules! both_with {
     };
 }
 
+/// Like `both!`, on a server that runs a webhook dispatcher with the settings
+/// `$settings()` returns: `both_webhooks!(settings => name);`.
+#[macro_export]
+macro_rules! both_webhooks {
+    ($settings:ident => $($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::common::TestApp::sqlite_with_webhooks(super::$settings()).await).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::common::TestApp::postgres_with_webhooks(super::$settings()).await).await;
+                }
+            }
+        )*
+    };
+}
+
 /// The limits the harness serves with: the defaults, with a rate limit high enough that
 /// tests firing many requests as one subject are not throttled (the rate limit has its
 /// own tests with a low one).
@@ -77,6 +98,16 @@ pub struct TestApp {
     backend: Backend,
     /// The database the server runs on.
     url: String,
+    /// The webhook dispatcher, when the server runs one.
+    pub dispatcher: Option<DispatcherHandle>,
+    /// Its settings (their clock moves the server's).
+    pub webhooks: Option<WebhookSettings>,
+}
+
+/// Another server on a test's database, with a dispatcher of its own.
+pub struct Instance {
+    pub addr: SocketAddr,
+    pub dispatcher: DispatcherHandle,
 }
 
 /// The claim the test server reads workspace membership from.
@@ -107,12 +138,29 @@ impl TestApp {
     }
 
     pub async fn sqlite_with(limits: ServerLimits) -> TestApp {
-        let path = std::env::temp_dir().join(format!("onramp-test-{}.db", uuid::Uuid::new_v4().simple()));
-        let url = format!("sqlite://{}?mode=rwc", path.display());
-        TestApp::start(&url, Backend::Sqlite { path }, limits).await
+        TestApp::sqlite_full(limits, None).await
     }
 
     pub async fn postgres_with(limits: ServerLimits) -> TestApp {
+        TestApp::postgres_full(limits, None).await
+    }
+
+    /// A server that runs a webhook dispatcher with these settings.
+    pub async fn sqlite_with_webhooks(settings: WebhookSettings) -> TestApp {
+        TestApp::sqlite_full(test_limits(), Some(settings)).await
+    }
+
+    pub async fn postgres_with_webhooks(settings: WebhookSettings) -> TestApp {
+        TestApp::postgres_full(test_limits(), Some(settings)).await
+    }
+
+    async fn sqlite_full(limits: ServerLimits, webhooks: Option<WebhookSettings>) -> TestApp {
+        let path = std::env::temp_dir().join(format!("onramp-test-{}.db", uuid::Uuid::new_v4().simple()));
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        TestApp::start(&url, Backend::Sqlite { path }, limits, webhooks).await
+    }
+
+    async fn postgres_full(limits: ServerLimits, webhooks: Option<WebhookSettings>) -> TestApp {
         let admin_url = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_POSTGRES.to_string());
         let name = format!("onramp_test_{}", uuid::Uuid::new_v4().simple());
         let admin = Database::connect(&admin_url)
@@ -128,25 +176,21 @@ impl TestApp {
         }
         admin.close().await.ok();
         let url = with_database(&admin_url, &name);
-        TestApp::start(&url, Backend::Postgres { admin_url, name }, limits).await
+        TestApp::start(&url, Backend::Postgres { admin_url, name }, limits, webhooks).await
     }
 
-    async fn start(url: &str, backend: Backend, limits: ServerLimits) -> TestApp {
-        let db = persistence::connect(url, 8).await.expect("connect");
-        persistence::migrate(&db).await.expect("migrate");
-        let keys = JwtKeys::from_args(&jwt_args(), Mode::Production).expect("keys");
-        let onramp = Onramp::new(db);
-        onramp.listen(url).await.expect("change listener");
-        let state = AppState::new(onramp, keys, false)
-            .with_ws_init_timeout(std::time::Duration::from_secs(2))
-            .with_limits(limits);
-        let keys = state.keys.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+    async fn start(url: &str, backend: Backend, limits: ServerLimits, webhooks: Option<WebhookSettings>) -> TestApp {
+        let (addr, keys, dispatcher) = serve(url, limits, webhooks.clone()).await;
         let direct = persistence::connect(url, 2).await.expect("connect direct");
-        TestApp { addr, client: reqwest::Client::new(), keys, db: direct, backend, url: url.to_string() }
+        let client = reqwest::Client::new();
+        TestApp { addr, client, keys, db: direct, backend, url: url.to_string(), dispatcher, webhooks }
+    }
+
+    /// Another server on this database, as another process would be, with its own
+    /// webhook dispatcher.
+    pub async fn another_instance(&self, settings: WebhookSettings) -> Instance {
+        let (addr, _, dispatcher) = serve(&self.url, test_limits(), Some(settings)).await;
+        Instance { addr, dispatcher: dispatcher.expect("a dispatcher") }
     }
 
     /// The database URL the server runs on, for more server processes on the same database.
@@ -249,6 +293,32 @@ impl TestApp {
     }
 }
 
+/// Starts a server (and, with settings, its webhook dispatcher) on a migrated database.
+async fn serve(
+    url: &str,
+    limits: ServerLimits,
+    webhooks: Option<WebhookSettings>,
+) -> (SocketAddr, Arc<JwtKeys>, Option<DispatcherHandle>) {
+    let db = persistence::connect(url, 8).await.expect("connect");
+    persistence::migrate(&db).await.expect("migrate");
+    let keys = JwtKeys::from_args(&jwt_args(), Mode::Production).expect("keys");
+    let mut onramp = Onramp::new(db);
+    let mut dispatcher = None;
+    if let Some(settings) = webhooks {
+        onramp = onramp.with_webhooks(settings);
+        dispatcher = Some(onramp.spawn_dispatcher().expect("webhook dispatcher"));
+    }
+    onramp.listen(url).await.expect("change listener");
+    let state =
+        AppState::new(onramp, keys, false).with_ws_init_timeout(std::time::Duration::from_secs(2)).with_limits(limits);
+    let keys = state.keys.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, keys, dispatcher)
+}
+
 /// Seconds since the epoch, as JWT claims count time.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
@@ -339,6 +409,7 @@ impl Drop for TestApp {
 }
 
 pub mod js;
+pub mod receiver;
 pub mod ws;
 
 /// Helpers for the audience, points and version tests: a backend's calls, a user's own
