@@ -40,6 +40,7 @@ both_webhooks!(fast =>
 );
 
 both!(internal_addresses_are_refused_by_default);
+both_webhooks!(fast => every_payload_matches_the_json_schema_of_its_type);
 
 both_webhooks!(slow_polling => a_commit_wakes_the_dispatcher_at_once);
 
@@ -129,12 +130,19 @@ async fn publish(app: &TestApp) {
     .await;
 }
 
-/// Checks a request the way a receiver must: the signature with `secret` over id,
-/// timestamp and the raw body.
-/// Verifies deliveries with the reference `standardwebhooks` npm package (tests/js), an
-/// implementation independent of ours: for each delivery, the indexes of the secrets it
-/// verifies under.
-async fn verified_by_standardwebhooks(secrets: &[&Secret], requests: &[&Received]) -> Vec<Vec<usize>> {
+/// What the reference tools said of one delivery.
+#[derive(Debug, PartialEq)]
+struct Checked {
+    /// The indexes of the secrets it verifies under, by the `standardwebhooks` package.
+    verified_by: Vec<usize>,
+    /// What its payload breaks of its type's JSON Schema (docs/webhooks), by ajv.
+    schema_errors: Vec<String>,
+}
+
+/// Checks deliveries with tools independent of ours (tests/js/verify-webhooks.mjs): the
+/// reference `standardwebhooks` npm package verifies each signature under each secret, and
+/// ajv validates each payload against the JSON Schema of its type.
+async fn checked_by_reference_tools(secrets: &[&Secret], requests: &[&Received]) -> Vec<Checked> {
     ensure_js_dependencies().await;
     let input = json!({
         "secrets": secrets.iter().map(|s| s.reveal()).collect::<Vec<_>>(),
@@ -158,18 +166,18 @@ async fn verified_by_standardwebhooks(secrets: &[&Secret], requests: &[&Received
     .expect("verifier task");
     assert!(output.status.success(), "the verifier failed: {}", String::from_utf8_lossy(&output.stderr));
     let results: Vec<Value> = serde_json::from_slice(&output.stdout).expect("the verifier's JSON");
+    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
     results
         .iter()
-        .map(|r| {
-            let by: Vec<usize> = r["verifiedBy"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_u64).map(|i| i as usize).collect())
-                .unwrap_or_default();
-            by
+        .map(|r| Checked {
+            verified_by: list(&r["verifiedBy"]).iter().filter_map(Value::as_u64).map(|i| i as usize).collect(),
+            schema_errors: list(&r["schemaErrors"]).iter().map(|e| e.to_string()).collect(),
         })
         .collect()
 }
 
+/// Checks a request the way a receiver must: the signature with `secret` over id,
+/// timestamp and the raw body.
 fn assert_signed(request: &Received, secret: &Secret) {
     assert!(request.id.starts_with("msg_"), "{request:?}");
     assert!(
@@ -219,8 +227,9 @@ async fn a_completion_reaches_each_subscribed_endpoint_once_signed(app: TestApp)
     }
     // The reference implementation agrees: each delivery verifies under its endpoint's
     // secret only.
-    let verified = verified_by_standardwebhooks(&[&all_secret, &steps_secret], &[&to_all[0], &to_steps[0]]).await;
-    assert_eq!(verified, vec![vec![0], vec![1]]);
+    let checked = checked_by_reference_tools(&[&all_secret, &steps_secret], &[&to_all[0], &to_steps[0]]).await;
+    let verified: Vec<&Vec<usize>> = checked.iter().map(|c| &c.verified_by).collect();
+    assert_eq!(verified, [&vec![0], &vec![1]]);
     // One logical delivery per endpoint, each with its own id.
     assert_ne!(to_all[0].id, to_steps[0].id);
     assert_eq!(to_all[0].body, to_steps[0].body, "the same event, the same bytes");
@@ -357,7 +366,8 @@ async fn a_rotated_secret_signs_beside_the_new_one_until_the_overlap_ends(app: T
     // secret would check. (After the overlap the test's clock is a day ahead, past the
     // package's five-minute timestamp tolerance, so only our verifier checks that one.)
     let stranger = Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("a secret");
-    assert_eq!(verified_by_standardwebhooks(&[&old, &new, &stranger], &[&during]).await, vec![vec![0, 1]]);
+    let checked = checked_by_reference_tools(&[&old, &new, &stranger], &[&during]).await;
+    assert_eq!(checked, [Checked { verified_by: vec![0, 1], schema_errors: vec![] }]);
 
     // Past the overlap (24 h by default), only the new secret signs.
     app.webhooks.as_ref().unwrap().clock.advance(Duration::from_secs(24 * 3600 + 60));
@@ -772,4 +782,34 @@ async fn shutdown_finishes_and_records_the_attempts_in_flight(mut app: TestApp) 
     app.complete_as("bob", "welcome", "verify_email").await;
     receiver.expect_no_more_than(1, QUIET).await;
     assert_eq!(app.count("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").await, 1);
+}
+
+/// Each event type's payload, as delivered, against docs/webhooks/<type>.schema.json (the
+/// schemas the README points receivers to), checked by ajv; each signature by the
+/// reference package. A field added to a payload without its schema fails here.
+async fn every_payload_matches_the_json_schema_of_its_type(app: TestApp) {
+    publish(&app).await;
+    let receiver = Receiver::start().await;
+    let (_, secret) = create(&app, &receiver.url(), &["*"]).await;
+    app.complete_as("alice", "welcome", "verify_email").await;
+    let skip =
+        "mutation($f: String!, $k: String!, $r: String) { skipStep(flowKey: $f, stepKey: $k, reason: $r) { status } }";
+    app.ok(&app.user("alice"), skip, json!({ "f": "welcome", "k": "tour", "r": "seen it" })).await;
+    app.complete_as("alice", "welcome", "profile").await;
+    let skip_all = "mutation($f: String!) { skipOnboarding(flowKey: $f) { status } }";
+    app.ok(&app.user("bob"), skip_all, json!({ "f": "welcome" })).await;
+
+    let received = receiver.wait_for(5, WAIT).await;
+    let types: BTreeSet<&str> = received.iter().filter_map(|r| r.json["type"].as_str()).collect();
+    assert_eq!(
+        types,
+        BTreeSet::from(["step.completed", "step.skipped", "onboarding.completed", "onboarding.skipped"]),
+        "{received:#?}"
+    );
+    let requests: Vec<&Received> = received.iter().collect();
+    for (request, checked) in requests.iter().zip(checked_by_reference_tools(&[&secret], &requests).await) {
+        assert_eq!(checked, Checked { verified_by: vec![0], schema_errors: vec![] }, "{}", request.body);
+    }
+    let skipped = received.iter().find(|r| r.json["type"] == "step.skipped").unwrap();
+    assert_eq!(skipped.json["data"]["step"]["skipReason"], "seen it", "{:#}", skipped.json);
 }

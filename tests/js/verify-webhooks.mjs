@@ -1,10 +1,24 @@
-// Verifies webhook deliveries with the reference `standardwebhooks` package (an
-// implementation independent of onramp's). Reads one JSON object from stdin:
+// Verifies webhook deliveries with tools independent of onramp's: the reference
+// `standardwebhooks` package checks signatures, ajv checks each payload against the JSON
+// Schema of its type (docs/webhooks/<type>.schema.json). Reads one JSON object from stdin:
 //   { "secrets": ["whsec_..."], "deliveries": [{ "id", "timestamp", "signature", "body" }] }
 // and prints one JSON array: for each delivery, the secrets it verifies under (by index),
-// or the error each refused it with. Timestamps are checked against the current time
-// (the package allows five minutes), as a receiver would.
+// the error each other secret refused it with, and the schema errors. Timestamps are
+// checked against the current time (the package allows five minutes), as a receiver would.
+import { readFileSync, readdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Ajv2020 from 'ajv/dist/2020.js';
+import addFormats from 'ajv-formats';
 import { Webhook } from 'standardwebhooks';
+
+const schemasDir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'docs', 'webhooks');
+const ajv = new Ajv2020({ allErrors: true, strict: true });
+addFormats(ajv);
+const validators = {};
+for (const file of readdirSync(schemasDir).filter((f) => f.endsWith('.schema.json'))) {
+  validators[file.replace('.schema.json', '')] = ajv.compile(JSON.parse(readFileSync(join(schemasDir, file), 'utf8')));
+}
 
 let input = '';
 for await (const chunk of process.stdin) input += chunk;
@@ -23,6 +37,11 @@ const results = deliveries.map((d) => {
       errors.push(`${i}: ${e.message}`);
     }
   });
-  return { id: d.id, verifiedBy, errors };
+  const payload = JSON.parse(d.body);
+  const validate = validators[payload.type];
+  const schemaErrors = !validate
+    ? [`no schema for type ${JSON.stringify(payload.type)}`]
+    : validate(payload) ? [] : validate.errors.map((e) => `${e.instancePath} ${e.message}`);
+  return { id: d.id, verifiedBy, errors, schemaErrors };
 });
 console.log(JSON.stringify(results));
