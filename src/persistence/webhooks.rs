@@ -389,6 +389,21 @@ pub struct OutboxRow {
     pub created_at: DateTime<Utc>,
 }
 
+impl From<entity::outbox::Model> for OutboxRow {
+    fn from(r: entity::outbox::Model) -> Self {
+        OutboxRow {
+            id: r.id,
+            kind: r.kind,
+            subject_id: r.subject_id,
+            flow_key: r.flow_key,
+            flow_version: r.flow_version,
+            step_key: r.step_key,
+            payload: r.payload,
+            created_at: r.created_at,
+        }
+    }
+}
+
 /// The endpoints and outbox rows of claimed deliveries, by id.
 pub async fn claimed_context(
     db: &DatabaseConnection,
@@ -407,21 +422,7 @@ pub async fn claimed_context(
             .filter(entity::outbox::Column::Id.is_in(chunk.iter().copied()))
             .all(db)
             .await?;
-        rows.extend(found.into_iter().map(|r| {
-            (
-                r.id,
-                OutboxRow {
-                    id: r.id,
-                    kind: r.kind,
-                    subject_id: r.subject_id,
-                    flow_key: r.flow_key,
-                    flow_version: r.flow_version,
-                    step_key: r.step_key,
-                    payload: r.payload,
-                    created_at: r.created_at,
-                },
-            )
-        }));
+        rows.extend(found.into_iter().map(|r| (r.id, OutboxRow::from(r))));
     }
     Ok((endpoints, rows))
 }
@@ -707,16 +708,7 @@ pub async fn attempts_of(
 
 /// The outbox row's payload source, for showing what a delivery sends.
 pub async fn outbox_row(db: &impl ConnectionTrait, id: i64) -> Result<Option<OutboxRow>, DbErr> {
-    Ok(entity::outbox::Entity::find_by_id(id).one(db).await?.map(|r| OutboxRow {
-        id: r.id,
-        kind: r.kind,
-        subject_id: r.subject_id,
-        flow_key: r.flow_key,
-        flow_version: r.flow_version,
-        step_key: r.step_key,
-        payload: r.payload,
-        created_at: r.created_at,
-    }))
+    Ok(entity::outbox::Entity::find_by_id(id).one(db).await?.map(OutboxRow::from))
 }
 
 /// SQL that queues deliveries again, due at once: finished ones start a new round of the
