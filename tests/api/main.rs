@@ -26,5 +26,6 @@ mod schema;
 mod stored_events;
 mod subscriptions;
 mod versions;
+mod webhook_processes;
 mod webhooks;
 mod workspaces;
