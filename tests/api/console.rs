@@ -196,7 +196,8 @@ async fn seed(app: &TestApp) {
 }
 
 fn chromium() -> PathBuf {
-    let path = std::env::var_os("ONRAMP_TEST_CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    let path =
+        std::env::var_os("ONRAMP_TEST_CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
     assert!(
         path.exists(),
         "the console's browser test needs Chromium at {} (Debian: `apt-get install -y chromium`; .ci/run installs it; \
@@ -246,6 +247,7 @@ async fn the_console_works_in_a_real_browser(app: TestApp) {
     assert_eq!(result["status"], "NEW", "{result:#}");
     let progress = browser.event("progress", Duration::from_secs(5)).await;
     let elapsed = sent.elapsed();
+    eprintln!("console: the bar reached 50 % {elapsed:?} after the event was sent ({} ms in the page)", progress["ms"]);
     assert!(elapsed < Duration::from_secs(1), "the bar reached 50 % after {elapsed:?}");
     assert_eq!(progress["reloaded"], false, "the page reloaded: {progress}");
     assert_eq!(progress["stepStatus"], "COMPLETED", "{progress}");
@@ -258,7 +260,8 @@ async fn the_console_works_in_a_real_browser(app: TestApp) {
     assert_eq!(flows["versions"], json!([1, 2]), "{flows}");
     assert_eq!(flows["shownVersion"], api["flow"]["version"], "the newest version is shown first");
     assert_eq!(flows["definition"], api["flow"]["definition"], "the stored definition, as stored");
-    let keys: Vec<&Value> = api["flow"]["definition"]["steps"].as_array().expect("steps").iter().map(|s| &s["key"]).collect();
+    let keys: Vec<&Value> =
+        api["flow"]["definition"]["steps"].as_array().expect("steps").iter().map(|s| &s["key"]).collect();
     assert_eq!(flows["steps"], json!(keys), "{flows}");
 
     // Analytics: the charts draw the API's numbers.
@@ -284,7 +287,8 @@ async fn the_console_works_in_a_real_browser(app: TestApp) {
         .collect();
     assert_eq!(json!(drawn), funnel["steps"], "the funnel chart shows the funnel");
     for row in charts["funnel"].as_array().expect("rows") {
-        let (completed, reached) = (row["completedWidth"].as_f64().expect("w"), row["reachedWidth"].as_f64().expect("w"));
+        let (completed, reached) =
+            (row["completedWidth"].as_f64().expect("w"), row["reachedWidth"].as_f64().expect("w"));
         assert!(completed <= reached + 1e-9, "a completed bar is within its reached bar: {row}");
         assert_eq!(completed > 0.0, row["completed"].as_i64() > Some(0), "bars have data: {row}");
     }

@@ -86,10 +86,10 @@ try {
   const reloaded = (await page.evaluate(() => window.consoleTestMarker)) !== 'same document';
   const stepStatus = await page.getAttribute(`.step[data-step="${STEP}"]`, 'data-status');
   const label = await page.textContent('#percent');
+  say({ event: 'progress', percent: 50, ms, reloaded, stepStatus, label });
   // Let the bar's transition finish before the picture.
   await page.waitForTimeout(450);
   await page.screenshot({ path: join(SHOTS, 'checklist.png'), fullPage: true });
-  say({ event: 'progress', percent: 50, ms, reloaded, stepStatus, label });
 
   // (2) Flows, their versions and definitions.
   await page.goto(`${BASE}/console#/flows?key=${encodeURIComponent(FLOW)}`);

@@ -52,6 +52,11 @@ export function timeWindow(range, now = new Date()) {
   return { since: new Date(until - range.count * 7 * day), until: new Date(until) };
 }
 
+/** Charts are drawn at their card's width in pixels, so text keeps its size; a resize redraws them. */
+function chartWidth(element) {
+  return Math.max(320, Math.floor(element.clientWidth || 760));
+}
+
 export function render(main, params, ctx) {
   const rangeKey = RANGES[params.range] ? params.range : '30d';
   const range = RANGES[rangeKey];
@@ -59,6 +64,19 @@ export function render(main, params, ctx) {
   const form = h('form.toolbar');
   replace(main, h('div.page-head', h('h1', 'Analytics'), h('p.muted', 'How enrollments move through a flow, over the chosen window.')), form, content);
   let cancelled = false;
+  const redraws = [];
+  let resizeTimer = null;
+  const onResize = () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => redraws.forEach((redraw) => redraw()), 150);
+  };
+  addEventListener('resize', onResize);
+  /** Draws now and again on every resize. */
+  const draw = (body, paint) => {
+    const redraw = () => replace(body, paint(chartWidth(body)));
+    redraws.push(redraw);
+    redraw();
+  };
 
   const fail = (target, error) => {
     if (cancelled) return;
@@ -76,12 +94,14 @@ export function render(main, params, ctx) {
         replace(content, empty('No flow is published yet.'));
         return;
       }
-      load(content, flow, range, params.experiment, fail, () => cancelled);
+      load(content, flow, range, params.experiment, fail, () => cancelled, draw);
     })
     .catch((error) => fail(content, error));
 
   return () => {
     cancelled = true;
+    removeEventListener('resize', onResize);
+    clearTimeout(resizeTimer);
   };
 }
 
@@ -111,7 +131,7 @@ function card(title, subtitle, id) {
   return { section, body };
 }
 
-function load(content, flow, range, experimentKey, fail, isCancelled) {
+function load(content, flow, range, experimentKey, fail, isCancelled, draw) {
   const { since, until } = timeWindow(range);
   const sinceIso = since.toISOString();
   const tiles = h('div.tiles', h('p.empty', 'Loading…'));
@@ -134,8 +154,8 @@ function load(content, flow, range, experimentKey, fail, isCancelled) {
         tile('Median time to complete', hours(stats.medianHoursToComplete)),
         tile('90th percentile', hours(stats.p90HoursToComplete)),
       );
-      replace(versions.body, stats.byVersion.length ? rateBars(stats.byVersion, (g) => `version ${g.version}`) : empty('No enrollments.'));
-      replace(variants.body, stats.byVariant.length ? rateBars(stats.byVariant, (g) => g.variant ?? 'no experiment') : empty('No enrollments.'));
+      draw(versions.body, (w) => (stats.byVersion.length ? rateBars(stats.byVersion, (g) => `version ${g.version}`, w) : empty('No enrollments.')));
+      draw(variants.body, (w) => (stats.byVariant.length ? rateBars(stats.byVariant, (g) => g.variant ?? 'no experiment', w) : empty('No enrollments.')));
     })
     .catch((error) => {
       fail(tiles, error);
@@ -146,19 +166,22 @@ function load(content, flow, range, experimentKey, fail, isCancelled) {
   gql(FUNNEL, { flow, since: sinceIso })
     .then(({ funnel: f }) => {
       if (isCancelled()) return;
+      const chart = h('div');
+      const details = funnelTable(f);
       replace(
         funnel.body,
-        f.enrolled ? funnelChart(f) : empty('No enrollments in this window.'),
+        chart,
         h('div.legend', legend('bar-total', 'enrolled'), legend('bar-reached', 'reached the step'), legend('bar-completed', 'completed it')),
-        funnelTable(f),
+        details,
       );
+      draw(chart, (w) => (f.enrolled ? funnelChart(f, w) : empty('No enrollments in this window.')));
     })
     .catch((error) => fail(funnel.body, error));
 
   gql(SERIES, { flow, bucket: range.bucket, since: sinceIso, until: until.toISOString() })
     .then(({ timeSeries }) => {
       if (isCancelled()) return;
-      replace(series.body, timeSeriesChart(timeSeries, range.bucket));
+      draw(series.body, (w) => timeSeriesChart(timeSeries, range.bucket, w));
     })
     .catch((error) => fail(series.body, error));
 
@@ -168,7 +191,9 @@ function load(content, flow, range, experimentKey, fail, isCancelled) {
     gql(EXPERIMENT, { key: experimentKey })
       .then(({ experimentResults: r }) => {
         if (isCancelled()) return;
-        replace(experiment.body, experimentView(r));
+        const chart = h('div');
+        replace(experiment.body, experimentView(r, chart));
+        draw(chart, (w) => experimentChart(r.variants, w));
       })
       .catch((error) => fail(experiment.body, error));
   }
@@ -213,12 +238,13 @@ function funnelTable(f) {
   );
 }
 
-function experimentView(r) {
+/** The results table around `chart`, the place for the interval chart. */
+function experimentView(r, chart) {
   const signed = (v, digits = 1) => (v === null || v === undefined ? '—' : `${v > 0 ? '+' : ''}${(v * 100).toFixed(digits)}`);
   return h(
     'div',
     h('p.muted', `Flow ${r.flowKey} · state ${r.state.toLowerCase()}${r.winner ? ` · winner ${r.winner}` : ''}`),
-    experimentChart(r.variants),
+    chart,
     h(
       'div.table-wrap',
       h(

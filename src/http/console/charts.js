@@ -40,9 +40,8 @@ function truncate(value, max) {
  * The funnel: one row per step, the bar of enrollments that reached it behind the bar of
  * those that completed it, both against the enrolled total.
  */
-export function funnelChart(funnel) {
-  const width = 760;
-  const labelWidth = 210;
+export function funnelChart(funnel, width = 760) {
+  const labelWidth = Math.min(230, Math.round(width * 0.28));
   const valueWidth = 150;
   const rowHeight = 38;
   const top = 8;
@@ -55,7 +54,7 @@ export function funnelChart(funnel) {
   const children = rows.map((row, i) => {
     const y = top + i * rowHeight;
     const isTotal = row.stepKey === null;
-    const label = isTotal ? 'Enrolled' : `${row.position}. ${truncate(row.title, 26)}`;
+    const label = isTotal ? 'Enrolled' : `${row.position}. ${truncate(row.title, Math.floor(labelWidth / 7.2))}`;
     const detail = isTotal
       ? `${number(funnel.enrolled)} enrollments`
       : `${number(row.completed)} of ${number(row.reached)} · ${percent(row.conversion)}`;
@@ -77,10 +76,9 @@ export function funnelChart(funnel) {
 }
 
 /** Starts and completions per bucket, as two lines over a shared time axis. */
-export function timeSeriesChart(buckets, bucketName) {
-  const width = 760;
-  const height = 250;
-  const pad = { left: 44, right: 16, top: 14, bottom: 42 };
+export function timeSeriesChart(buckets, bucketName, width = 760) {
+  const height = 272;
+  const pad = { left: 44, right: 16, top: 14, bottom: 54 };
   const max = Math.max(1, ...buckets.map((b) => Math.max(b.starts, b.completions)));
   const yTicks = ticks(max);
   const yMax = yTicks[yTicks.length - 1];
@@ -96,7 +94,7 @@ export function timeSeriesChart(buckets, bucketName) {
       text(pad.left - 8, yAt(t) + 4, number(t), { 'text-anchor': 'end', class: 'axis' }),
     ),
   );
-  const every = Math.max(1, Math.ceil(n / 8));
+  const every = Math.max(1, Math.ceil(n / Math.max(2, Math.floor(plotW / 70))));
   const xLabels = buckets.map((b, i) => {
     if (i % every !== 0 && i !== n - 1) return null;
     if (i !== n - 1 && n - 1 - i < every / 2) return null;
@@ -134,10 +132,9 @@ export function timeSeriesChart(buckets, bucketName) {
 }
 
 /** Completion rate per group (version or variant), with the counts behind it. */
-export function rateBars(groups, labelOf) {
-  const width = 760;
-  const labelWidth = 150;
-  const valueWidth = 230;
+export function rateBars(groups, labelOf, width = 760) {
+  const labelWidth = Math.min(150, Math.round(width * 0.24));
+  const valueWidth = 150;
   const rowHeight = 32;
   const height = Math.max(1, groups.length) * rowHeight + 6;
   const barArea = width - labelWidth - valueWidth;
@@ -145,7 +142,7 @@ export function rateBars(groups, labelOf) {
     const y = 3 + i * rowHeight;
     const rate = g.completionRate ?? 0;
     return s('g.rate-row', { dataset: { group: labelOf(g), rate: g.completionRate ?? '' } },
-      text(labelWidth - 10, y + rowHeight / 2 + 4, truncate(labelOf(g), 20), { 'text-anchor': 'end', class: 'label' }),
+      text(labelWidth - 10, y + rowHeight / 2 + 4, truncate(labelOf(g), Math.floor(labelWidth / 7.2)), { 'text-anchor': 'end', class: 'label' }),
       s('rect.track', { x: labelWidth, y: y + 7, width: barArea, height: rowHeight - 14, rx: 4 }),
       s('rect.bar-rate', { x: labelWidth, y: y + 7, width: rate * barArea, height: rowHeight - 14, rx: 4 }),
       text(width - valueWidth + 10, y + rowHeight / 2 + 4,
@@ -155,14 +152,23 @@ export function rateBars(groups, labelOf) {
   return svg(width, height, 'Completion rate by group', ...rows);
 }
 
+/** Round rates (steps of 1, 2, 2.5, 5, 10, 20, 25 %…) within [low, high]. */
+function rateTicks(low, high) {
+  const raw = (high - low) / 5;
+  const magnitude = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * magnitude).find((m) => m >= raw);
+  const out = [];
+  for (let v = Math.ceil(low / step - 1e-9) * step; v <= high + 1e-9; v += step) out.push(Number(v.toPrecision(10)));
+  return out;
+}
+
 /**
  * An experiment's variants: each completion rate as a dot on its 95% confidence
  * interval, on an axis zoomed to the intervals, the control's rate as a dashed line.
  */
-export function experimentChart(variants) {
-  const width = 760;
-  const labelWidth = 150;
-  const valueWidth = 170;
+export function experimentChart(variants, width = 760) {
+  const labelWidth = Math.min(180, Math.round(width * 0.24));
+  const valueWidth = 190;
   const rowHeight = 40;
   const top = 10;
   const axisHeight = 26;
@@ -178,14 +184,16 @@ export function experimentChart(variants) {
   const plotW = width - labelWidth - valueWidth;
   const xAt = (v) => labelWidth + ((v - low) / (high - low)) * plotW;
   const axisY = top + variants.length * rowHeight;
-  const axisTicks = [0, 1, 2, 3, 4].map((i) => low + ((high - low) * i) / 4);
+  const axisTicks = rateTicks(low, high);
+  // Whole percentages print without decimals.
+  const axisDigits = axisTicks.every((t) => Math.abs(t * 100 - Math.round(t * 100)) < 1e-6) ? 0 : 1;
   const control = variants.find((v) => v.control);
 
   const rows = variants.map((v, i) => {
     const y = top + i * rowHeight + rowHeight / 2;
     const ci = v.confidenceInterval;
     return s(`g.variant-row${v.control ? '.control' : ''}`, { dataset: { variant: v.name, rate: v.completionRate ?? '' } },
-      text(labelWidth - 10, y + 4, truncate(v.name, 18) + (v.control ? ' (control)' : ''), { 'text-anchor': 'end', class: 'label' }),
+      text(labelWidth - 10, y + 4, truncate(v.name, Math.floor(labelWidth / 7.2) - (v.control ? 10 : 0)) + (v.control ? ' (control)' : ''), { 'text-anchor': 'end', class: 'label' }),
       ci ? s('line.ci', { x1: xAt(ci.low), x2: xAt(ci.high), y1: y, y2: y }) : null,
       ci ? s('line.ci-cap', { x1: xAt(ci.low), x2: xAt(ci.low), y1: y - 6, y2: y + 6 }) : null,
       ci ? s('line.ci-cap', { x1: xAt(ci.high), x2: xAt(ci.high), y1: y - 6, y2: y + 6 }) : null,
@@ -201,7 +209,7 @@ export function experimentChart(variants) {
     'Experiment completion rates with 95% confidence intervals',
     ...axisTicks.map((t) => s('g', {},
       s('line.grid', { x1: xAt(t), x2: xAt(t), y1: top, y2: axisY }),
-      text(xAt(t), axisY + 18, percent(t, high - low < 0.2 ? 1 : 0), { 'text-anchor': 'middle', class: 'axis' }),
+      text(xAt(t), axisY + 18, percent(t, axisDigits), { 'text-anchor': 'middle', class: 'axis' }),
     )),
     control?.completionRate != null
       ? s('line.control-rate', { x1: xAt(control.completionRate), x2: xAt(control.completionRate), y1: top, y2: axisY })

@@ -34,6 +34,13 @@ export function render(main, params, ctx) {
 
   const live = h('span.live', { 'data-state': 'connecting' }, STATE_LABELS.connecting);
   let card = null;
+  const updates = h('ol.updates');
+  const aside = h(
+    'aside.card.updates-card',
+    h('h2', 'Updates'),
+    h('p.muted.small', 'Each snapshot the server pushed to this page, newest first.'),
+    updates,
+  );
   replace(body, h('p.empty', 'Waiting for the first snapshot…'));
   const stop = subscribe(
     PROGRESS,
@@ -43,9 +50,18 @@ export function render(main, params, ctx) {
         const status = data.onboardingProgress;
         if (!card) {
           card = h('div');
-          replace(body, card);
+          replace(body, h('div.checklist-layout', card, aside));
         }
         replace(card, checklistCard(status, live));
+        updates.prepend(
+          h(
+            'li',
+            h('span.update-time', new Date().toLocaleTimeString('en-GB')),
+            h('span', `revision ${status.revision}`),
+            h('strong', `${status.percentComplete} %`),
+          ),
+        );
+        while (updates.children.length > 12) updates.lastElementChild.remove();
       },
       error: (error) => {
         if (error.code === 'UNAUTHENTICATED') ctx.onUnauthenticated(error);
