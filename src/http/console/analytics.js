@@ -61,7 +61,8 @@ export function render(main, params, ctx) {
   const rangeKey = RANGES[params.range] ? params.range : '30d';
   const range = RANGES[rangeKey];
   const content = h('div.analytics');
-  const form = h('form.toolbar');
+  // Shown once the flows are known (a non-admin token never gets that far).
+  const form = h('form.toolbar', { hidden: true });
   replace(main, h('div.page-head', h('h1', 'Analytics'), h('p.muted', 'How enrollments move through a flow, over the chosen window.')), form, content);
   let cancelled = false;
   const redraws = [];
@@ -116,6 +117,7 @@ function buildToolbar(form, keys, flow, rangeKey, experiment, ctx) {
     event.preventDefault();
     go();
   });
+  form.hidden = false;
   replace(
     form,
     h('label', h('span', 'Flow'), flowSelect),

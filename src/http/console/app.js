@@ -49,18 +49,18 @@ function role() {
 }
 
 function renderChrome(current) {
+  if (!token.get()) {
+    replace(nav);
+    replace(who);
+    return;
+  }
   replace(
     nav,
     Object.entries(PAGES).map(([name, page]) =>
       h('a', { href: `#/${name}`, class: name === current ? 'active' : null, 'aria-current': name === current ? 'page' : null }, page.title),
     ),
   );
-  const jwt = token.get();
-  if (!jwt) {
-    replace(who);
-    return;
-  }
-  const c = claims(jwt) ?? {};
+  const c = claims(token.get()) ?? {};
   replace(
     who,
     h('span.who-name', { title: c.exp ? `expires ${new Date(c.exp * 1000).toISOString()}` : null }, c.sub ?? 'unknown subject'),
