@@ -1,6 +1,7 @@
 //! HTTP routes: /graphql (POST; GET serves GraphiQL in development), /graphql/ws
-//! (subscriptions) and /healthz.
+//! (subscriptions), /healthz and the console (/console).
 
+mod console;
 mod media;
 mod panic;
 pub mod rate_limit;
@@ -38,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/graphql", get(graphiql).post(graphql))
         .route("/graphql/ws", get(graphql_ws))
         .route("/healthz", get(healthz))
+        .merge(console::routes())
         // For any extractor that reads a body; /graphql reads its own with the same limit.
         .layer(DefaultBodyLimit::max(state.limits.body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))

@@ -9,6 +9,7 @@ mod analytics;
 mod audiences;
 mod auth;
 mod cancellation;
+mod console;
 mod demo_data;
 mod errors;
 mod events;
