@@ -15,6 +15,7 @@ mod events;
 mod experiments;
 mod flows;
 mod fuzz;
+mod graphiql;
 mod hardening;
 mod http_spec;
 mod limits;
