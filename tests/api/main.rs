@@ -21,6 +21,7 @@ mod http_spec;
 mod limits;
 mod points;
 mod progress;
+mod readme;
 mod rollup;
 mod roundtrip;
 mod schema;
