@@ -9,6 +9,7 @@ mod analytics;
 mod audiences;
 mod auth;
 mod cancellation;
+mod client_typescript;
 mod demo_data;
 mod errors;
 mod events;
