@@ -9,11 +9,11 @@ use serde_json::json;
 
 use crate::common::{TEST_SECRET, TestApp, sign_hmac, unix_now};
 
-fn package_dir() -> PathBuf {
+pub fn package_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/typescript")
 }
 
-fn run(dir: &Path, program: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub fn run(dir: &Path, program: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(program);
     command.args(args).current_dir(dir).stdin(Stdio::null());
     for (key, value) in env {
@@ -22,7 +22,7 @@ fn run(dir: &Path, program: &str, args: &[&str], env: &[(&str, &str)]) -> Output
     command.output().unwrap_or_else(|e| panic!("cannot run {program} {args:?} (Node.js and npm are required): {e}"))
 }
 
-fn describe(what: &str, output: &Output) -> String {
+pub fn describe(what: &str, output: &Output) -> String {
     format!(
         "{what} failed ({}):\n{}\n{}",
         output.status,
@@ -51,7 +51,7 @@ fn prepare() -> Result<(), String> {
     Ok(())
 }
 
-async fn prepared() {
+pub async fn prepared() {
     static PREPARE: OnceLock<Result<(), String>> = OnceLock::new();
     let result =
         tokio::task::spawn_blocking(|| PREPARE.get_or_init(prepare).clone()).await.expect("the preparing task");

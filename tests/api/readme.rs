@@ -2,7 +2,8 @@
 //! README starts it (the real binary, no configuration, the demo flow), in the README's
 //! order: shell blocks in bash with `onramp` on the PATH, GraphQL blocks with the token
 //! their first line names (`# as alice`, `# as admin`, `# as service`), flow definitions
-//! through validateFlow, and the JavaScript clients with node. The only change made to an
+//! through validateFlow, the JavaScript clients with node, and the TypeScript client example
+//! type-checked under `tsc --strict` against the built package. The only change made to an
 //! example is the server's address (the test listens on a free port, not 8080).
 //! Blocks marked `no-run` (the set-up commands) and `text` blocks are not run.
 
@@ -13,6 +14,7 @@ use async_graphql::parser::parse_query;
 use async_graphql::parser::types::DocumentOperations;
 use serde_json::{Value, json};
 
+use crate::client_typescript;
 use crate::common::binary::{self, DevServer};
 use crate::common::js::{ensure_js_dependencies, js_dir};
 
@@ -201,6 +203,45 @@ fn run_node(block: &Block, server: &DevServer, alice: &str) {
     }
 }
 
+/// Type-checks a TypeScript example inside the client package, where `@onramp/client`
+/// resolves to the package itself.
+async fn check_typescript(block: &Block) {
+    client_typescript::prepared().await;
+    let dir = client_typescript::package_dir();
+    let file = format!("test/readme-example-{}.ts", uuid::Uuid::new_v4());
+    std::fs::write(dir.join(&file), &block.body).expect("write the example");
+    let output = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        let file = file.clone();
+        move || {
+            let args = [
+                "--no-install",
+                "tsc",
+                "--noEmit",
+                "--strict",
+                "--target",
+                "ES2022",
+                "--module",
+                "NodeNext",
+                "--moduleResolution",
+                "NodeNext",
+                "--skipLibCheck",
+                &file,
+            ];
+            client_typescript::run(&dir, "npx", &args, &[])
+        }
+    })
+    .await
+    .expect("tsc");
+    let _ = std::fs::remove_file(dir.join(&file));
+    assert!(
+        output.status.success(),
+        "README.md:{}: {}",
+        block.line,
+        client_typescript::describe("tsc --strict", &output)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_readme_example_runs_as_written() {
     ensure_js_dependencies().await;
@@ -226,11 +267,12 @@ async fn every_readme_example_runs_as_written() {
             "graphql" => run_graphql(&block, &server, &tokens).await,
             "json" => check_json(&block, &server, &server.admin_token).await,
             "js" => run_node(&block, &server, &alice),
+            "ts" => check_typescript(&block).await,
             other => panic!("README.md:{}: no way to run a `{other}` block; mark it `no-run` or `text`", block.line),
         }
         *ran.entry(language).or_default() += 1;
     }
     let _ = std::fs::remove_dir_all(&elsewhere);
     // A guard against a parser that silently finds nothing.
-    assert!(ran["graphql"] >= 7 && ran["sh"] >= 1 && ran["json"] >= 5 && ran["js"] >= 2, "{ran:?}");
+    assert!(ran["graphql"] >= 7 && ran["sh"] >= 1 && ran["json"] >= 5 && ran["js"] >= 2 && ran["ts"] >= 1, "{ran:?}");
 }
