@@ -6,11 +6,13 @@ pub mod changes;
 pub mod condition;
 pub mod experiments;
 pub mod flow;
+pub mod flow_diff;
 pub mod limits;
 pub mod owner;
 pub mod progress;
 pub mod rollup;
 pub mod stats;
+pub mod text;
 pub mod triggers;
 pub mod validation;
 pub mod versions;
@@ -21,6 +23,7 @@ pub use condition::{Condition, Facts, Op, Path};
 pub use flow::{FlowDefinition, FlowScope, FlowStatus, StepDefinition, Trigger};
 pub use limits::Limits;
 pub use owner::Owner;
+pub use text::LocalizedText;
 pub use progress::{
     Command, Enrollment, EnrollmentStatus, Outcome, ProgressError, ProgressView, Source, StepState, StepStatus,
     StepView,

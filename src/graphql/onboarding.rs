@@ -4,7 +4,7 @@
 use async_graphql::{Context, ID, Json, Object, Result};
 use serde_json::Value;
 
-use super::types::{OnboardingStatus, Points, PointsEntry, StepProgress};
+use super::types::{OnboardingStatus, Points, PointsEntry, StepProgress, requested_locale};
 use super::{onramp, party, principal};
 use crate::auth::{Principal, Role};
 use crate::domain::{Command, Owner, Source};
@@ -26,10 +26,15 @@ impl OnboardingQuery {
         flow_key: String,
         subject_id: Option<ID>,
         workspace_id: Option<ID>,
+        #[graphql(
+            desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
+        )]
+        locale: Option<String>,
     ) -> Result<OnboardingStatus> {
+        let locale = checked_locale(locale)?;
         let party = party(ctx, subject_id.as_ref(), workspace_id.as_ref())?;
         let snapshot = onramp(ctx).status(&party, &flow_key).await?;
-        Ok((&snapshot).into())
+        Ok(OnboardingStatus::of(&snapshot, locale.as_deref()))
     }
 
     /// The first applicable, available, unfinished step, or null when there is none.
@@ -40,11 +45,18 @@ impl OnboardingQuery {
         flow_key: String,
         subject_id: Option<ID>,
         workspace_id: Option<ID>,
+        #[graphql(
+            desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
+        )]
+        locale: Option<String>,
     ) -> Result<Option<StepProgress>> {
+        let locale = checked_locale(locale)?;
         let party = party(ctx, subject_id.as_ref(), workspace_id.as_ref())?;
         let snapshot = onramp(ctx).status(&party, &flow_key).await?;
         let view = snapshot.view();
-        Ok(view.next().map(StepProgress::from))
+        let requested = requested_locale(locale.as_deref(), &snapshot.attributes);
+        let default = snapshot.flow.definition.default_locale();
+        Ok(view.next().map(|v| StepProgress::of(v, requested, default)))
     }
 
     /// Points from the ledger: the total and every entry. The subject's own, or with
@@ -86,7 +98,12 @@ impl OnboardingQuery {
         ctx: &Context<'_>,
         subject_id: Option<ID>,
         workspace_id: Option<ID>,
+        #[graphql(
+            desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
+        )]
+        locale: Option<String>,
     ) -> Result<Vec<OnboardingStatus>> {
+        let locale = checked_locale(locale)?;
         let caller = principal(ctx)?;
         let limits = onramp(ctx).limits();
         let subject = Owner::user(&caller.target(subject_id.as_deref().map(String::as_str))?, limits)
@@ -97,10 +114,15 @@ impl OnboardingQuery {
             None => Vec::new(),
         };
         let onramp = onramp(ctx);
-        let mut statuses: Vec<OnboardingStatus> = onramp.onboardings(&subject).await?.iter().map(Into::into).collect();
+        let mut statuses: Vec<OnboardingStatus> = onramp
+            .onboardings(&subject)
+            .await?
+            .iter()
+            .map(|s| OnboardingStatus::of(s, locale.as_deref()))
+            .collect();
         for workspace in workspaces {
             let owner = Owner::workspace(&workspace, limits).map_err(AppError::invalid)?;
-            statuses.extend(onramp.onboardings(&owner).await?.iter().map(OnboardingStatus::from));
+            statuses.extend(onramp.onboardings(&owner).await?.iter().map(|s| OnboardingStatus::of(s, locale.as_deref())));
         }
         statuses.sort_by(|a, b| (&a.flow_key, &a.workspace_id).cmp(&(&b.flow_key, &b.workspace_id)));
         Ok(statuses)
@@ -126,8 +148,12 @@ impl OnboardingMutation {
         flow_key: String,
         subject_id: Option<ID>,
         workspace_id: Option<ID>,
+        #[graphql(
+            desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
+        )]
+        locale: Option<String>,
     ) -> Result<OnboardingStatus> {
-        run(ctx, flow_key, subject_id, workspace_id, Command::Start).await
+        run(ctx, flow_key, subject_id, workspace_id, locale, Command::Start).await
     }
 
     /// Marks a step IN_PROGRESS.
@@ -139,8 +165,12 @@ impl OnboardingMutation {
         step_key: String,
         subject_id: Option<ID>,
         workspace_id: Option<ID>,
+        #[graphql(
+            desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
+        )]
+        locale: Option<String>,
     ) -> Result<OnboardingStatus> {
-        run(ctx, flow_key, subject_id, workspace_id, Command::StartStep { step: step_key }).await
+        run(ctx, flow_key, subject_id, workspace_id, locale, Command::StartStep { step: step_key }).await
     }
 
     /// Completes a step, awarding its points once. Idempotent: repeating it returns the
@@ -154,13 +184,17 @@ impl OnboardingMutation {
         metadata: Option<Json<Value>>,
         subject_id: Option<ID>,
         workspace_id: Option<ID>,
+        #[graphql(
+            desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
+        )]
+        locale: Option<String>,
     ) -> Result<OnboardingStatus> {
         let metadata = match metadata.map(|m| m.0) {
             None | Some(Value::Null) => None,
             Some(m @ Value::Object(_)) => Some(m),
             Some(_) => return Err(AppError::invalid("metadata must be a JSON object").into()),
         };
-        run(ctx, flow_key, subject_id, workspace_id, Command::CompleteStep { step: step_key, metadata }).await
+        run(ctx, flow_key, subject_id, workspace_id, locale, Command::CompleteStep { step: step_key, metadata }).await
     }
 
     /// Skips an optional step.
@@ -173,11 +207,15 @@ impl OnboardingMutation {
         reason: Option<String>,
         subject_id: Option<ID>,
         workspace_id: Option<ID>,
+        #[graphql(
+            desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
+        )]
+        locale: Option<String>,
     ) -> Result<OnboardingStatus> {
         if reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON_LEN) {
             return Err(AppError::invalid(format!("reason is limited to {MAX_REASON_LEN} characters")).into());
         }
-        run(ctx, flow_key, subject_id, workspace_id, Command::SkipStep { step: step_key, reason }).await
+        run(ctx, flow_key, subject_id, workspace_id, locale, Command::SkipStep { step: step_key, reason }).await
     }
 
     /// Dismisses the whole flow. A completed flow stays completed.
@@ -188,8 +226,12 @@ impl OnboardingMutation {
         flow_key: String,
         subject_id: Option<ID>,
         workspace_id: Option<ID>,
+        #[graphql(
+            desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
+        )]
+        locale: Option<String>,
     ) -> Result<OnboardingStatus> {
-        run(ctx, flow_key, subject_id, workspace_id, Command::SkipFlow).await
+        run(ctx, flow_key, subject_id, workspace_id, locale, Command::SkipFlow).await
     }
 }
 
@@ -198,15 +240,29 @@ async fn run(
     flow_key: String,
     subject_id: Option<ID>,
     workspace_id: Option<ID>,
+    locale: Option<String>,
     command: Command,
 ) -> Result<OnboardingStatus> {
+    let locale = checked_locale(locale)?;
     let party = party(ctx, subject_id.as_ref(), workspace_id.as_ref())?;
     let source = source_of(principal(ctx)?);
     let snapshot = onramp(ctx).run(&party, &flow_key, command, source).await?;
-    Ok((&snapshot).into())
+    Ok(OnboardingStatus::of(&snapshot, locale.as_deref()))
 }
 
 /// Changes made by admin and service callers are recorded as ADMIN, a user's own as USER.
 fn source_of(caller: &Principal) -> Source {
     if caller.role == Role::User { Source::User } else { Source::Admin }
+}
+
+/// A `locale` argument in the shape of a locale tag (`fr-CA`; `fr_CA` reads the same).
+pub(super) fn checked_locale(locale: Option<String>) -> Result<Option<String>> {
+    match locale {
+        Some(l) if !crate::domain::text::is_valid_locale(&l.replace('_', "-")) => Err(AppError::invalid(format!(
+            "locale `{}` is not a locale tag such as `en` or `fr-CA`",
+            crate::domain::limits::shorten(&l)
+        ))
+        .into()),
+        other => Ok(other),
+    }
 }

@@ -63,8 +63,14 @@ pub struct OnboardingStatus {
     pub flow_key: String,
     /// The flow version the subject is pinned to (or would enroll in).
     pub version: i32,
+    /// In the locale below.
     pub title: String,
+    /// In the locale below.
     pub description: Option<String>,
+    /// The locale the texts are in: the requested one (the `locale` argument, else the
+    /// subject's `locale` attribute) when the flow has it, else its language, else the
+    /// flow's default locale.
+    pub locale: String,
     pub status: OnboardingState,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -96,7 +102,9 @@ pub struct OnboardingStatus {
 #[derive(SimpleObject, Clone, Debug, PartialEq)]
 pub struct StepProgress {
     pub key: String,
+    /// In the status's locale.
     pub title: String,
+    /// In the status's locale.
     pub description: Option<String>,
     pub required: bool,
     pub skippable: bool,
@@ -128,8 +136,12 @@ pub struct Flow {
     pub version: i32,
     pub status: FlowStatus,
     pub scope: FlowScope,
+    /// In the flow's default locale.
     pub title: String,
+    /// In the flow's default locale.
     pub description: Option<String>,
+    /// The locale plain texts are in and reads fall back to (`en` unless declared).
+    pub default_locale: String,
     /// The definition as stored: canonical form, every default spelled out.
     pub definition: Json<Value>,
     pub created_at: DateTime<Utc>,
@@ -161,10 +173,34 @@ pub struct Workspace {
 
 impl From<&Snapshot> for OnboardingStatus {
     fn from(s: &Snapshot) -> Self {
+        OnboardingStatus::of(s, None)
+    }
+}
+
+/// The locale a read asked for: the argument, else the owner's `locale` attribute.
+pub fn requested_locale<'a>(argument: Option<&'a str>, attributes: &'a Value) -> Option<&'a str> {
+    argument.or_else(|| attributes.get("locale").and_then(Value::as_str))
+}
+
+/// The locale of a flow's texts for a request (see `OnboardingStatus.locale`).
+pub fn locale_for(definition: &domain::FlowDefinition, requested: Option<&str>) -> String {
+    let texts = domain::validation::flow_texts(definition);
+    let mut available: Vec<&str> = texts.iter().flat_map(|(_, t)| t.locales()).collect();
+    available.sort_unstable();
+    available.dedup();
+    domain::text::choose_locale(&available, requested, definition.default_locale()).to_string()
+}
+
+impl OnboardingStatus {
+    /// The status with its texts in `locale` (argument), else in the owner's `locale`
+    /// attribute, else in the flow's default locale.
+    pub fn of(s: &Snapshot, locale: Option<&str>) -> Self {
         let view = s.view();
         let definition = &s.flow.definition;
+        let requested = requested_locale(locale, &s.attributes);
+        let default = definition.default_locale();
         let e = s.enrollment.as_ref();
-        let steps: Vec<StepProgress> = view.steps.iter().map(StepProgress::from).collect();
+        let steps: Vec<StepProgress> = view.steps.iter().map(|v| StepProgress::of(v, requested, default)).collect();
         let (subject_id, workspace_id) = match &s.owner {
             Owner::User(id) => (Some(ID(id.clone())), None),
             Owner::Workspace(id) => (None, Some(ID(id.clone()))),
@@ -175,8 +211,9 @@ impl From<&Snapshot> for OnboardingStatus {
             scope: s.flow.scope.into(),
             flow_key: s.flow.key.clone(),
             version: s.flow.version,
-            title: definition.title.clone(),
-            description: definition.description.clone(),
+            title: definition.title.resolve(requested, default).to_string(),
+            description: definition.description.as_ref().map(|d| d.resolve(requested, default).to_string()),
+            locale: locale_for(definition, requested),
             status: e.map_or(OnboardingState::NotStarted, |e| match e.status {
                 domain::EnrollmentStatus::InProgress => OnboardingState::InProgress,
                 domain::EnrollmentStatus::Completed => OnboardingState::Completed,
@@ -199,13 +236,14 @@ impl From<&Snapshot> for OnboardingStatus {
     }
 }
 
-impl From<&StepView<'_>> for StepProgress {
-    fn from(v: &StepView<'_>) -> Self {
+impl StepProgress {
+    /// The step with its texts in `locale`, falling back to its language, then `default`.
+    pub fn of(v: &StepView<'_>, locale: Option<&str>, default: &str) -> Self {
         let d = v.definition;
         StepProgress {
             key: d.key.clone(),
-            title: d.title.clone(),
-            description: d.description.clone(),
+            title: d.title.resolve(locale, default).to_string(),
+            description: d.description.as_ref().map(|t| t.resolve(locale, default).to_string()),
             required: d.required,
             skippable: d.skippable,
             status: match v.status {
@@ -244,8 +282,9 @@ impl From<&FlowRecord> for Flow {
                 domain::FlowStatus::Deprecated => FlowStatus::Deprecated,
             },
             scope: f.scope.into(),
-            title: f.definition.title.clone(),
-            description: f.definition.description.clone(),
+            title: f.definition.title.resolve(None, f.definition.default_locale()).to_string(),
+            description: f.definition.description.as_ref().map(|d| d.resolve(None, f.definition.default_locale()).to_string()),
+            default_locale: f.definition.default_locale().to_string(),
             definition: Json(f.definition.to_json()),
             created_at: f.created_at,
         }

@@ -13,6 +13,7 @@ mod demo_data;
 mod errors;
 mod events;
 mod experiments;
+mod flow_files;
 mod flows;
 mod fuzz;
 mod hardening;
