@@ -44,9 +44,9 @@ impl AdminQuery {
     async fn preview_migration(
         &self,
         ctx: &Context<'_>,
-        flow_key: String,
-        from_version: i32,
-        definition: Json<Value>,
+        #[graphql(desc = "The flow whose enrollments would move.")] flow_key: String,
+        #[graphql(desc = "The version whose enrollments would move (usually the active one).")] from_version: i32,
+        #[graphql(desc = "The definition of the version that would be published.")] definition: Json<Value>,
     ) -> Result<MigrationReport> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok(onramp(ctx).preview_migration(&flow_key, from_version, definition.0).await?.into())

@@ -102,7 +102,7 @@ async fn check_plan_apply_edit_apply(app: TestApp) {
     assert!(!second.has_changes(), "{}", second.render());
     assert_eq!(action(&second, "welcome"), Action::Unchanged);
     assert!(apply(&app, dir.path(), &APPLY).await.unwrap().published.is_empty());
-    assert_eq!(app.count("SELECT COUNT(*) FROM flow").await, 2);
+    assert_eq!(app.count("SELECT COUNT(*) FROM flows").await, 2);
 
     // Subjects part-way: alice finished the first step of v1.
     let alice = app.user("alice");
@@ -141,7 +141,7 @@ async fn check_plan_apply_edit_apply(app: TestApp) {
     assert!(text.contains("points: 5 -> 8"), "{text}");
     assert!(text.contains("migration of enrollments on v1 (with --migrate): 1 move, 0 become complete"), "{text}");
     // The preview wrote nothing.
-    assert_eq!(app.count("SELECT COUNT(*) FROM flow").await, 2);
+    assert_eq!(app.count("SELECT COUNT(*) FROM flows").await, 2);
 
     let applied =
         apply(&app, dir.path(), &ApplyOptions { migrate: true, ..APPLY }).await.unwrap();
@@ -217,7 +217,7 @@ async fn a_change_between_plan_and_apply_is_refused(app: TestApp) {
 
     let err = apply(&app, dir.path(), &ApplyOptions { saved_plan: Some(&plan_file), ..APPLY }).await.unwrap_err();
     assert!(format!("{err:#}").contains("changed since the plan"), "{err:#}");
-    assert_eq!(app.count("SELECT COUNT(*) FROM flow WHERE key = 'welcome'").await, 2, "nothing published");
+    assert_eq!(app.count("SELECT COUNT(*) FROM flows WHERE key = 'welcome'").await, 2, "nothing published");
 
     // The server holds the precondition too, for a change that lands between apply's
     // own read and its publish.
@@ -238,14 +238,12 @@ async fn a_change_between_plan_and_apply_is_refused(app: TestApp) {
         )
         .await;
     assert_eq!(published["publishFlow"]["version"], 3);
-    let error = app
-        .error(
-            Some(&app.admin()),
-            "mutation($d: JSON!) { publishFlow(definition: $d, expectedVersion: 0) { version } }",
-            json!({ "d": admin_setup() }),
-        )
-        .await;
-    assert!(error["extensions"]["code"].is_null(), "0 means a key never published: {error:#}");
+    // 0 is a key never published: once, then no more.
+    let publish_new = "mutation($d: JSON!) { publishFlow(definition: $d, expectedVersion: 0) { version } }";
+    let first = app.ok(&app.admin(), publish_new, json!({ "d": admin_setup() })).await;
+    assert_eq!(first["publishFlow"]["version"], 1);
+    let error = app.error(Some(&app.admin()), publish_new, json!({ "d": admin_setup() })).await;
+    assert_eq!((&error["extensions"]["code"], &error["extensions"]["currentVersion"]), (&json!("CONFLICT"), &json!(1)));
 }
 
 async fn export_check_plan_is_empty(app: TestApp) {
@@ -295,7 +293,7 @@ async fn prune_deprecates_flows_no_longer_in_the_directory(app: TestApp) {
     assert!(pruning.render().contains("- admin_setup: deprecate v1"), "{}", pruning.render());
     let applied = apply(&app, dir.path(), &ApplyOptions { prune: true, ..APPLY }).await.unwrap();
     assert_eq!(applied.deprecated, [("admin_setup".to_string(), 1)]);
-    let status = app.text("SELECT status FROM flow WHERE key = 'admin_setup'").await;
+    let status = app.text("SELECT status FROM flows WHERE key = 'admin_setup'").await;
     assert_eq!(status, "DEPRECATED");
     let again = flows::plan(dir.path(), &Target { server: &server, token: &token }, true).await.unwrap();
     assert!(!again.has_changes(), "{}", again.render());
