@@ -97,7 +97,11 @@ fn field_changes(before: &Map<String, Value>, after: &Map<String, Value>, skip: 
     names
         .into_iter()
         .filter(|name| before.get(*name) != after.get(*name))
-        .map(|name| FieldChange { field: name.clone(), before: before.get(name).cloned(), after: after.get(name).cloned() })
+        .map(|name| FieldChange {
+            field: name.clone(),
+            before: before.get(name).cloned(),
+            after: after.get(name).cloned(),
+        })
         .collect()
 }
 
@@ -141,7 +145,10 @@ mod tests {
         let keys: Vec<&str> = d.changed_steps.iter().map(|s| s.key.as_str()).collect();
         assert_eq!(keys, ["c", "b"]);
         let b = &d.changed_steps[1];
-        assert_eq!(b.fields[0], FieldChange { field: "position".into(), before: Some(json!(2)), after: Some(json!(3)) });
+        assert_eq!(
+            b.fields[0],
+            FieldChange { field: "position".into(), before: Some(json!(2)), after: Some(json!(3)) }
+        );
         assert_eq!(b.fields[1], FieldChange { field: "points".into(), before: Some(json!(5)), after: Some(json!(10)) });
     }
 }

@@ -23,11 +23,11 @@ pub use condition::{Condition, Facts, Op, Path};
 pub use flow::{FlowDefinition, FlowScope, FlowStatus, StepDefinition, Trigger};
 pub use limits::Limits;
 pub use owner::Owner;
-pub use text::LocalizedText;
 pub use progress::{
     Command, Enrollment, EnrollmentStatus, Outcome, ProgressError, ProgressView, Source, StepState, StepStatus,
     StepView,
 };
+pub use text::LocalizedText;
 pub use triggers::EventFact;
 pub use validation::{Problem, parse_flow, validate_flow};
 

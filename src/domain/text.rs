@@ -130,10 +130,7 @@ pub fn language(tag: &str) -> &str {
 /// definition whose locales are complete (validation makes them so).
 pub fn choose_locale<'a>(available: &[&'a str], requested: Option<&str>, default_locale: &'a str) -> &'a str {
     let find = |want: &str| available.iter().copied().find(|a| a.eq_ignore_ascii_case(want));
-    requested
-        .map(normalize)
-        .and_then(|r| find(&r).or_else(|| find(language(&r))))
-        .unwrap_or(default_locale)
+    requested.map(normalize).and_then(|r| find(&r).or_else(|| find(language(&r)))).unwrap_or(default_locale)
 }
 
 /// A locale other than the default that some texts have and this text lacks, for every

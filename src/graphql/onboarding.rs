@@ -114,15 +114,12 @@ impl OnboardingQuery {
             None => Vec::new(),
         };
         let onramp = onramp(ctx);
-        let mut statuses: Vec<OnboardingStatus> = onramp
-            .onboardings(&subject)
-            .await?
-            .iter()
-            .map(|s| OnboardingStatus::of(s, locale.as_deref()))
-            .collect();
+        let mut statuses: Vec<OnboardingStatus> =
+            onramp.onboardings(&subject).await?.iter().map(|s| OnboardingStatus::of(s, locale.as_deref())).collect();
         for workspace in workspaces {
             let owner = Owner::workspace(&workspace, limits).map_err(AppError::invalid)?;
-            statuses.extend(onramp.onboardings(&owner).await?.iter().map(|s| OnboardingStatus::of(s, locale.as_deref())));
+            statuses
+                .extend(onramp.onboardings(&owner).await?.iter().map(|s| OnboardingStatus::of(s, locale.as_deref())));
         }
         statuses.sort_by(|a, b| (&a.flow_key, &a.workspace_id).cmp(&(&b.flow_key, &b.workspace_id)));
         Ok(statuses)
@@ -176,6 +173,7 @@ impl OnboardingMutation {
     /// Completes a step, awarding its points once. Idempotent: repeating it returns the
     /// same state. `metadata` (a JSON object) records what the subject answered.
     #[graphql(complexity = "super::cost::WRITE + child_complexity")]
+    #[allow(clippy::too_many_arguments)] // one parameter per GraphQL argument
     async fn complete_step(
         &self,
         ctx: &Context<'_>,
@@ -199,6 +197,7 @@ impl OnboardingMutation {
 
     /// Skips an optional step.
     #[graphql(complexity = "super::cost::WRITE + child_complexity")]
+    #[allow(clippy::too_many_arguments)] // one parameter per GraphQL argument
     async fn skip_step(
         &self,
         ctx: &Context<'_>,

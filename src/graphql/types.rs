@@ -283,7 +283,11 @@ impl From<&FlowRecord> for Flow {
             },
             scope: f.scope.into(),
             title: f.definition.title.resolve(None, f.definition.default_locale()).to_string(),
-            description: f.definition.description.as_ref().map(|d| d.resolve(None, f.definition.default_locale()).to_string()),
+            description: f
+                .definition
+                .description
+                .as_ref()
+                .map(|d| d.resolve(None, f.definition.default_locale()).to_string()),
             default_locale: f.definition.default_locale().to_string(),
             definition: Json(f.definition.to_json()),
             created_at: f.created_at,

@@ -98,9 +98,10 @@ impl FlowStore {
             scope: Set(definition.scope.name().into()),
             // The columns hold the default locale's texts (the definition has them all).
             title: Set(definition.title.resolve(None, definition.default_locale()).to_string()),
-            description: Set(
-                definition.description.as_ref().map(|d| d.resolve(None, definition.default_locale()).to_string()),
-            ),
+            description: Set(definition
+                .description
+                .as_ref()
+                .map(|d| d.resolve(None, definition.default_locale()).to_string())),
             definition: Set(definition.to_json()),
             created_at: Set(now),
         };

@@ -106,8 +106,12 @@ async fn check_plan_apply_edit_apply(app: TestApp) {
 
     // Subjects part-way: alice finished the first step of v1.
     let alice = app.user("alice");
-    app.ok(&alice, "mutation { completeStep(flowKey: \"welcome\", stepKey: \"verify_email\") { revision } }", json!({}))
-        .await;
+    app.ok(
+        &alice,
+        "mutation { completeStep(flowKey: \"welcome\", stepKey: \"verify_email\") { revision } }",
+        json!({}),
+    )
+    .await;
 
     // Edit one step: profile gets a new title and more points.
     let mut edited = welcome();
@@ -143,8 +147,7 @@ async fn check_plan_apply_edit_apply(app: TestApp) {
     // The preview wrote nothing.
     assert_eq!(app.count("SELECT COUNT(*) FROM flows").await, 2);
 
-    let applied =
-        apply(&app, dir.path(), &ApplyOptions { migrate: true, ..APPLY }).await.unwrap();
+    let applied = apply(&app, dir.path(), &ApplyOptions { migrate: true, ..APPLY }).await.unwrap();
     assert_eq!(applied.published, [("welcome".to_string(), 2)]);
     assert_eq!(applied.migrated.len(), 1);
     assert_eq!(applied.migrated[0].3.moved, 1);
@@ -359,9 +362,8 @@ async fn localized_texts_follow_the_fallback_chain(app: TestApp) {
     assert_eq!(done["completeStep"]["steps"][1]["title"], "Faites le tour (CA)");
 
     // Admin reads show the default locale's texts.
-    let flow = app
-        .ok(&app.admin(), "{ flow(key: \"onboarding_fr\") { title defaultLocale definition } }", json!({}))
-        .await;
+    let flow =
+        app.ok(&app.admin(), "{ flow(key: \"onboarding_fr\") { title defaultLocale definition } }", json!({})).await;
     assert_eq!(flow["flow"]["title"], "Get started");
     assert_eq!(flow["flow"]["defaultLocale"], "en");
     assert_eq!(flow["flow"]["definition"]["steps"][0]["title"]["fr-CA"], "Confirmez votre courriel");
@@ -440,9 +442,18 @@ fn translations_csv_round_trip() {
     // A translator fills in German for `welcome`, and fixes one French text.
     let translated = csv
         .replace("welcome,title,Welcome,,,", "welcome,title,Welcome,Willkommen,,")
-        .replace("welcome,steps.verify_email.title,Verify your email,,,", "welcome,steps.verify_email.title,Verify your email,E-Mail bestätigen,,")
-        .replace("welcome,steps.profile.title,Complete your profile,,,", "welcome,steps.profile.title,Complete your profile,Profil ausfüllen,,")
-        .replace("welcome,steps.invite.title,Invite your team,,,", "welcome,steps.invite.title,Invite your team,\"Team einladen, jetzt\",,")
+        .replace(
+            "welcome,steps.verify_email.title,Verify your email,,,",
+            "welcome,steps.verify_email.title,Verify your email,E-Mail bestätigen,,",
+        )
+        .replace(
+            "welcome,steps.profile.title,Complete your profile,,,",
+            "welcome,steps.profile.title,Complete your profile,Profil ausfüllen,,",
+        )
+        .replace(
+            "welcome,steps.invite.title,Invite your team,,,",
+            "welcome,steps.invite.title,Invite your team,\"Team einladen, jetzt\",,",
+        )
         .replace("Faites le tour,Faites", "Faites la visite,Faites");
     std::fs::write(&csv_path, &translated).unwrap();
     let imported = translations::import(dir.path(), &csv_path).unwrap();
@@ -473,7 +484,39 @@ fn translations_csv_round_trip() {
     assert!(format!("{err:#}").contains("row 2"), "{err:#}");
 }
 
+/// The built binary, as CI runs it: exit codes 1 (check found problems), 2 (plan found
+/// changes pending) and 0, with the server and token from the environment.
+async fn the_binary_exits_with_what_ci_reads(app: TestApp) {
+    let dir = TempDir::new();
+    dir.write("welcome.json", &welcome());
+    let run = |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_onramp"));
+        command.args(args).env("ONRAMP_SERVER", app.url("")).env("ONRAMP_TOKEN", app.admin()).env("RUST_LOG", "off");
+        async move {
+            let output = tokio::task::spawn_blocking(move || command.output().expect("run onramp")).await.unwrap();
+            (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+        }
+    };
+    let path = dir.path().to_str().unwrap();
+    let (code, out) = run(&["flows", "check", path]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = run(&["flows", "plan", path]).await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("+ welcome: new"), "{out}");
+    let (code, out) = run(&["flows", "apply", path]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("published welcome v1"), "{out}");
+    let (code, out) = run(&["flows", "plan", path]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("Nothing to do."), "{out}");
+    dir.write("broken.json", &json!({ "key": "x", "steps": [] }));
+    let (code, out) = run(&["flows", "check", path]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("broken.json: $.title MISSING_FIELD"), "{out}");
+}
+
 both!(
+    the_binary_exits_with_what_ci_reads,
     check_plan_apply_edit_apply,
     check_reports_file_and_path,
     a_change_between_plan_and_apply_is_refused,

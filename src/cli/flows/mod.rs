@@ -138,7 +138,8 @@ impl Plan {
         for f in &self.flows {
             match f.action {
                 Action::Unchanged => {
-                    let _ = writeln!(out, "= {}: unchanged (v{})", f.key, f.active_version.unwrap_or(f.expected_version));
+                    let _ =
+                        writeln!(out, "= {}: unchanged (v{})", f.key, f.active_version.unwrap_or(f.expected_version));
                 }
                 Action::New => {
                     let steps = f.definition["steps"].as_array().map_or(0, Vec::len);
@@ -146,8 +147,7 @@ impl Plan {
                 }
                 Action::NewVersion => {
                     let from = f.active_version.map_or("no active version".to_string(), |v| format!("v{v}"));
-                    let _ =
-                        writeln!(out, "~ {}: new version ({from} -> v{})", f.key, f.expected_version + 1);
+                    let _ = writeln!(out, "~ {}: new version ({from} -> v{})", f.key, f.expected_version + 1);
                     render_diff(&mut out, &f.diff);
                     if let (Some(m), Some(v)) = (&f.migration, f.active_version) {
                         let _ = write!(
@@ -170,7 +170,12 @@ impl Plan {
             if self.prune {
                 let _ = writeln!(out, "- {}: deprecate {} (not in the directory)", r.key, versions.join(", "));
             } else {
-                let _ = writeln!(out, "? {}: not in the directory, kept ({}; --prune deprecates it)", r.key, versions.join(", "));
+                let _ = writeln!(
+                    out,
+                    "? {}: not in the directory, kept ({}; --prune deprecates it)",
+                    r.key,
+                    versions.join(", ")
+                );
             }
         }
         let count = |a: Action| self.flows.iter().filter(|f| f.action == a).count();
@@ -333,7 +338,8 @@ pub async fn apply(dir: &Path, target: &Target<'_>, options: &ApplyOptions<'_>) 
         None => now,
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let saved: Plan = serde_json::from_str(&text).with_context(|| format!("{} is not a plan", path.display()))?;
+            let saved: Plan =
+                serde_json::from_str(&text).with_context(|| format!("{} is not a plan", path.display()))?;
             if !saved.same_changes(&now) {
                 anyhow::bail!(
                     "the server or the files changed since the plan in {}: nothing applied; run plan again\nnow:\n{}",
@@ -388,7 +394,10 @@ pub async fn export(dir: &Path, target: &Target<'_>) -> anyhow::Result<Vec<PathB
     for (key, flow) in server.flows().await? {
         let Some((_, definition)) = flow.active else { continue };
         // Keys are letters, digits, `_` and `-`: safe as file names.
-        anyhow::ensure!(crate::domain::validation::is_valid_key(&key), "the server has a flow key `{key}` unfit for a file name");
+        anyhow::ensure!(
+            crate::domain::validation::is_valid_key(&key),
+            "the server has a flow key `{key}` unfit for a file name"
+        );
         let path = dir.join(format!("{key}.json"));
         files::write_atomically(&path, &files::canonical_text(&definition))?;
         written.push(path);

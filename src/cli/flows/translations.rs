@@ -102,9 +102,7 @@ pub fn import(dir: &Path, csv_path: &Path) -> anyhow::Result<Imported> {
         let record = record.with_context(|| format!("{} row {row}", csv_path.display()))?;
         let flow_key = record.get(0).unwrap_or_default();
         let name = record.get(1).unwrap_or_default();
-        let file = by_key
-            .get(flow_key)
-            .with_context(|| format!("row {row}: no flow file defines `{flow_key}`"))?;
+        let file = by_key.get(flow_key).with_context(|| format!("row {row}: no flow file defines `{flow_key}`"))?;
         let (_, raw) = edited.entry(flow_key.to_string()).or_insert_with(|| (file, file.raw.clone()));
         let default = raw.get("defaultLocale").and_then(Value::as_str).unwrap_or(text::FALLBACK_LOCALE).to_string();
         let (obj, field) = locate(raw, &file.definition, name)
@@ -147,7 +145,11 @@ pub fn import(dir: &Path, csv_path: &Path) -> anyhow::Result<Imported> {
             Err(ps) => problems.extend(ps.into_iter().map(|p| format!("{}: {p}", file.file.display()))),
         }
     }
-    anyhow::ensure!(problems.is_empty(), "the import would leave invalid flows; nothing written:\n{}", problems.join("\n"));
+    anyhow::ensure!(
+        problems.is_empty(),
+        "the import would leave invalid flows; nothing written:\n{}",
+        problems.join("\n")
+    );
     for (path, text) in writes {
         files::write_atomically(&path, &text)?;
         imported.files.push(path);
@@ -169,9 +171,10 @@ fn flow_uses_maps(obj: &serde_json::Map<String, Value>) -> bool {
     let is_map = |v: Option<&Value>| v.is_some_and(Value::is_object);
     is_map(obj.get("title"))
         || is_map(obj.get("description"))
-        || obj.get("steps").and_then(Value::as_array).is_some_and(|steps| {
-            steps.iter().any(|s| is_map(s.get("title")) || is_map(s.get("description")))
-        })
+        || obj
+            .get("steps")
+            .and_then(Value::as_array)
+            .is_some_and(|steps| steps.iter().any(|s| is_map(s.get("title")) || is_map(s.get("description"))))
 }
 
 /// The object holding a text named as in the CSV, in the file as written, and the
