@@ -374,6 +374,31 @@ async fn localized_texts_follow_the_fallback_chain(app: TestApp) {
     assert_eq!(code, "VALIDATION_FAILED");
 }
 
+/// The live subscription keeps the locale it was opened with for every snapshot.
+async fn live_progress_is_localized(app: TestApp) {
+    use crate::common::ws::{TRANSPORT_WS, WsClient};
+    app.publish(localized()).await;
+    let alice = app.user("alice");
+    let mut ws = WsClient::authorized(app.addr, TRANSPORT_WS, &alice).await;
+    ws.subscribe(
+        "1",
+        "subscription { onboardingProgress(flowKey: \"onboarding_fr\", locale: \"fr-BE\") { locale revision steps { title status } } }",
+        json!({}),
+    )
+    .await;
+    let first = ws.snapshot("1").await;
+    assert_eq!((&first["locale"], &first["steps"][0]["title"]), (&json!("fr"), &json!("Vérifiez votre courriel")));
+    app.ok(
+        &alice,
+        "mutation { completeStep(flowKey: \"onboarding_fr\", stepKey: \"verify\") { revision } }",
+        json!({}),
+    )
+    .await;
+    let update = ws.snapshot("1").await;
+    assert_eq!(update["steps"][0]["status"], "COMPLETED");
+    assert_eq!(update["steps"][1]["title"], "Faites le tour", "still in French");
+}
+
 async fn validation_flags_incomplete_locales(app: TestApp) {
     let mut missing = localized();
     missing["steps"][1]["title"] = json!({ "en": "Take the tour", "fr": "Faites le tour" });
@@ -523,5 +548,6 @@ both!(
     export_check_plan_is_empty,
     prune_deprecates_flows_no_longer_in_the_directory,
     localized_texts_follow_the_fallback_chain,
+    live_progress_is_localized,
     validation_flags_incomplete_locales,
 );

@@ -75,8 +75,18 @@ impl Server {
             .await
             .with_context(|| format!("calling {}", self.endpoint))?;
         let status = response.status();
-        let bytes = response.bytes().await.with_context(|| format!("reading the answer of {}", self.endpoint))?;
-        anyhow::ensure!(bytes.len() <= MAX_RESPONSE_BYTES, "the server's answer is over {MAX_RESPONSE_BYTES} bytes");
+        // Read in chunks, so an answer over the limit is refused before it is all in memory.
+        let mut response = response;
+        let mut bytes = Vec::new();
+        while let Some(chunk) =
+            response.chunk().await.with_context(|| format!("reading the answer of {}", self.endpoint))?
+        {
+            anyhow::ensure!(
+                bytes.len() + chunk.len() <= MAX_RESPONSE_BYTES,
+                "the server's answer is over {MAX_RESPONSE_BYTES} bytes"
+            );
+            bytes.extend_from_slice(&chunk);
+        }
         let answer: Value = serde_json::from_slice(&bytes)
             .with_context(|| format!("{} answered HTTP {status} with no GraphQL response", self.endpoint))?;
         if let Some(error) = answer.get("errors").and_then(|e| e.get(0)) {
