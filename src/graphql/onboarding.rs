@@ -1,7 +1,8 @@
 //! What SPA and mobile clients call: the signed-in user's progress, and the shared
 //! progress of the workspaces it is a member of.
 
-use async_graphql::{Context, ID, Json, Object, Result};
+use super::scalars::Json;
+use async_graphql::{Context, ID, Object, Result};
 use serde_json::Value;
 
 use super::types::{OnboardingStatus, Points, PointsEntry, StepProgress, requested_locale};
@@ -23,8 +24,11 @@ impl OnboardingQuery {
     async fn status(
         &self,
         ctx: &Context<'_>,
-        flow_key: String,
+        #[graphql(desc = "The flow's key, e.g. `new_user`.")] flow_key: String,
+        #[graphql(desc = "The user to act for instead of the caller; admin and service callers only.")]
         subject_id: Option<ID>,
+        #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
+                          may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
         #[graphql(
             desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
@@ -42,8 +46,11 @@ impl OnboardingQuery {
     async fn next_step(
         &self,
         ctx: &Context<'_>,
-        flow_key: String,
+        #[graphql(desc = "The flow's key, e.g. `new_user`.")] flow_key: String,
+        #[graphql(desc = "The user to act for instead of the caller; admin and service callers only.")]
         subject_id: Option<ID>,
+        #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
+                          may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
         #[graphql(
             desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
@@ -63,7 +70,16 @@ impl OnboardingQuery {
     /// workspaceId the workspace's (awarded by its workspace-scoped flows). Only admin and
     /// service callers may pass subjectId; a user may pass only its own workspaces.
     #[graphql(complexity = "super::cost::READ + child_complexity")]
-    async fn points(&self, ctx: &Context<'_>, subject_id: Option<ID>, workspace_id: Option<ID>) -> Result<Points> {
+    async fn points(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Whose points, instead of the caller's; admin and service callers only.")] subject_id: Option<
+            ID,
+        >,
+        #[graphql(desc = "A workspace's points instead of a user's; a user may name only a workspace its \
+                          token lists.")]
+        workspace_id: Option<ID>,
+    ) -> Result<Points> {
         let caller = principal(ctx)?;
         let limits = onramp(ctx).limits();
         let owner = match &workspace_id {
@@ -96,7 +112,10 @@ impl OnboardingQuery {
     async fn onboardings(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The user to act for instead of the caller; admin and service callers only.")]
         subject_id: Option<ID>,
+        #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
+                          may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
         #[graphql(
             desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
@@ -142,8 +161,11 @@ impl OnboardingMutation {
     async fn start_onboarding(
         &self,
         ctx: &Context<'_>,
-        flow_key: String,
+        #[graphql(desc = "The flow's key, e.g. `new_user`.")] flow_key: String,
+        #[graphql(desc = "The user to act for instead of the caller; admin and service callers only.")]
         subject_id: Option<ID>,
+        #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
+                          may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
         #[graphql(
             desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
@@ -158,9 +180,12 @@ impl OnboardingMutation {
     async fn start_step(
         &self,
         ctx: &Context<'_>,
-        flow_key: String,
-        step_key: String,
+        #[graphql(desc = "The flow's key, e.g. `new_user`.")] flow_key: String,
+        #[graphql(desc = "The step's key within the flow.")] step_key: String,
+        #[graphql(desc = "The user to act for instead of the caller; admin and service callers only.")]
         subject_id: Option<ID>,
+        #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
+                          may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
         #[graphql(
             desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
@@ -177,10 +202,15 @@ impl OnboardingMutation {
     async fn complete_step(
         &self,
         ctx: &Context<'_>,
-        flow_key: String,
-        step_key: String,
-        metadata: Option<Json<Value>>,
+        #[graphql(desc = "The flow's key, e.g. `new_user`.")] flow_key: String,
+        #[graphql(desc = "The step's key within the flow.")] step_key: String,
+        #[graphql(desc = "What the subject answered, a JSON object (at most 16 KiB by default); kept as \
+                          the step's metadata, which later steps' conditions can read.")]
+        metadata: Option<Json>,
+        #[graphql(desc = "The user to act for instead of the caller; admin and service callers only.")]
         subject_id: Option<ID>,
+        #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
+                          may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
         #[graphql(
             desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
@@ -201,10 +231,13 @@ impl OnboardingMutation {
     async fn skip_step(
         &self,
         ctx: &Context<'_>,
-        flow_key: String,
-        step_key: String,
-        reason: Option<String>,
+        #[graphql(desc = "The flow's key, e.g. `new_user`.")] flow_key: String,
+        #[graphql(desc = "The step's key within the flow.")] step_key: String,
+        #[graphql(desc = "Why, in the subject's words; at most 500 characters.")] reason: Option<String>,
+        #[graphql(desc = "The user to act for instead of the caller; admin and service callers only.")]
         subject_id: Option<ID>,
+        #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
+                          may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
         #[graphql(
             desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
@@ -222,8 +255,11 @@ impl OnboardingMutation {
     async fn skip_onboarding(
         &self,
         ctx: &Context<'_>,
-        flow_key: String,
+        #[graphql(desc = "The flow's key, e.g. `new_user`.")] flow_key: String,
+        #[graphql(desc = "The user to act for instead of the caller; admin and service callers only.")]
         subject_id: Option<ID>,
+        #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
+                          may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
         #[graphql(
             desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."

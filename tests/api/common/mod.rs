@@ -408,6 +408,7 @@ impl Drop for TestApp {
     }
 }
 
+pub mod binary;
 pub mod js;
 pub mod receiver;
 pub mod ws;
