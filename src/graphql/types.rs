@@ -220,8 +220,8 @@ impl From<&Snapshot> for OnboardingStatus {
 }
 
 /// The locale a read asked for: the argument, else the owner's `locale` attribute.
-pub fn requested_locale<'a>(argument: Option<&'a str>, attributes: &'a Value) -> Option<&'a str> {
-    argument.or_else(|| attributes.get("locale").and_then(Value::as_str))
+pub fn requested_locale<'a>(argument: Option<&'a str>, attributes: &'a serde_json::Value) -> Option<&'a str> {
+    argument.or_else(|| attributes.get("locale").and_then(serde_json::Value::as_str))
 }
 
 /// The locale of a flow's texts for a request (see `OnboardingStatus.locale`).
