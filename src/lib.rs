@@ -2,6 +2,7 @@
 //! router, so `main` and the integration tests start the very same server.
 
 pub mod auth;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo_data;

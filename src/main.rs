@@ -1,5 +1,6 @@
 //! The onramp command line: serve (the default), migrate, schema, token, demo-data.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -45,6 +46,9 @@ enum Command {
         #[arg(long = "workspace")]
         workspaces: Vec<String>,
     },
+    /// Flow definitions as files: check, plan, apply, export, translations.
+    #[command(subcommand)]
+    Flows(FlowsCommand),
     /// Fill the database with a plausible population for a flow (demos, benchmarks).
     /// The same seed, users and --until give the same data.
     DemoData {
@@ -71,15 +75,97 @@ enum Command {
     },
 }
 
+/// Where the flows commands reach a server.
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// The onramp server (`https://onramp.example.com`) or its /graphql endpoint.
+    #[arg(long, env = "ONRAMP_SERVER")]
+    server: String,
+    /// An admin token.
+    #[arg(long, env = "ONRAMP_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+#[derive(Subcommand)]
+enum FlowsCommand {
+    /// Validate every flow file (*.json) under DIR offline; exit 1 on any problem.
+    Check { dir: PathBuf },
+    /// Compare DIR with the server's active versions: per flow new, unchanged or new
+    /// version with a step-level diff and the migration preview. Exit 2 when changes
+    /// are pending.
+    Plan {
+        dir: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Also deprecate flows no longer in DIR.
+        #[arg(long)]
+        prune: bool,
+        /// Save the plan, for `apply --plan`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Publish what plan shows, refusing any flow that changed on the server since.
+    Apply {
+        dir: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Apply this saved plan, or nothing if the files or the server changed since.
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        /// Move enrollments on the previous active version to the new one.
+        #[arg(long)]
+        migrate: bool,
+        /// Deprecate flows no longer in DIR.
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Write the server's active definitions to DIR/<key>.json, canonical.
+    Export {
+        dir: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Translations as CSV for translators.
+    #[command(subcommand)]
+    Translations(TranslationsCommand),
+}
+
+#[derive(Subcommand)]
+enum TranslationsCommand {
+    /// Every text of the flows in DIR as CSV: flow, text, a column per locale.
+    Export {
+        dir: PathBuf,
+        /// Add an empty column for a new locale (repeat for several).
+        #[arg(long = "locale")]
+        locales: Vec<String>,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Set the CSV's non-empty cells in the flow files of DIR (all or nothing).
+    Import { dir: PathBuf, csv: PathBuf },
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     // JSON lines for log shippers in production; readable text otherwise.
     if std::env::var("ONRAMP_LOG_FORMAT").is_ok_and(|f| f == "json") {
         tracing_subscriber::fmt().json().with_env_filter(filter).init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    if matches!(cli.command, Some(Command::Flows(_)))
+        && let Some(Command::Flows(command)) = cli.command.take()
+    {
+        return match flows(command).await {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -140,6 +226,58 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => serve(cli, mode).await,
+        Command::Flows(_) => unreachable!("handled in main"),
+    }
+}
+
+/// The flows commands; the exit code (2: plan found changes pending).
+async fn flows(command: FlowsCommand) -> anyhow::Result<u8> {
+    use onramp::cli::flows::{self, ApplyOptions, Target, translations};
+    match command {
+        FlowsCommand::Check { dir } => {
+            let report = flows::check(&dir)?;
+            print!("{}", report.render());
+            Ok(if report.ok() { 0 } else { 1 })
+        }
+        FlowsCommand::Plan { dir, server, prune, out } => {
+            let target = Target { server: &server.server, token: &server.token };
+            let plan = flows::plan(&dir, &target, prune).await?;
+            print!("{}", plan.render());
+            if let Some(out) = out {
+                std::fs::write(&out, serde_json::to_string_pretty(&plan)? + "\n")
+                    .with_context(|| format!("writing {}", out.display()))?;
+            }
+            Ok(if plan.has_changes() { flows::CHANGES_PENDING } else { 0 })
+        }
+        FlowsCommand::Apply { dir, server, plan, migrate, prune } => {
+            let target = Target { server: &server.server, token: &server.token };
+            let options = ApplyOptions { saved_plan: plan.as_deref(), migrate, prune };
+            print!("{}", flows::apply(&dir, &target, &options).await?.render());
+            Ok(0)
+        }
+        FlowsCommand::Export { dir, server } => {
+            let target = Target { server: &server.server, token: &server.token };
+            for path in flows::export(&dir, &target).await? {
+                println!("wrote {}", path.display());
+            }
+            Ok(0)
+        }
+        FlowsCommand::Translations(TranslationsCommand::Export { dir, locales, out }) => {
+            let csv = translations::export(&dir, &locales)?;
+            match out {
+                Some(out) => std::fs::write(&out, csv).with_context(|| format!("writing {}", out.display()))?,
+                None => print!("{csv}"),
+            }
+            Ok(0)
+        }
+        FlowsCommand::Translations(TranslationsCommand::Import { dir, csv }) => {
+            let imported = translations::import(&dir, &csv)?;
+            println!("{} text(s) set in {} file(s)", imported.texts, imported.files.len());
+            for path in imported.files {
+                println!("wrote {}", path.display());
+            }
+            Ok(0)
+        }
     }
 }
 

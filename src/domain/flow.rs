@@ -5,12 +5,15 @@
 use serde_json::{Map, Value, json};
 
 use super::condition::Condition;
+use super::text::LocalizedText;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct FlowDefinition {
     pub key: String,
-    pub title: String,
-    pub description: Option<String>,
+    pub title: LocalizedText,
+    pub description: Option<LocalizedText>,
+    /// The locale of plain texts and the last fallback; None: `text::FALLBACK_LOCALE`.
+    pub default_locale: Option<String>,
     pub scope: FlowScope,
     /// Who the flow is for, over subject attributes; absent: everyone. Subjects in the
     /// audience are enrolled automatically; others cannot enroll.
@@ -22,8 +25,8 @@ pub struct FlowDefinition {
 #[derive(Clone, Debug, PartialEq)]
 pub struct StepDefinition {
     pub key: String,
-    pub title: String,
-    pub description: Option<String>,
+    pub title: LocalizedText,
+    pub description: Option<LocalizedText>,
     pub required: bool,
     pub skippable: bool,
     /// When absent, the step applies to everyone.
@@ -87,6 +90,11 @@ impl FlowDefinition {
         self.audience.is_some() && self.admits(attributes)
     }
 
+    /// The locale plain texts are in and requests fall back to.
+    pub fn default_locale(&self) -> &str {
+        self.default_locale.as_deref().unwrap_or(super::text::FALLBACK_LOCALE)
+    }
+
     pub fn step(&self, key: &str) -> Option<&StepDefinition> {
         self.steps.iter().find(|s| s.key == key)
     }
@@ -96,9 +104,12 @@ impl FlowDefinition {
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
         m.insert("key".into(), json!(self.key));
-        m.insert("title".into(), json!(self.title));
+        m.insert("title".into(), self.title.to_json());
         if let Some(d) = &self.description {
-            m.insert("description".into(), json!(d));
+            m.insert("description".into(), d.to_json());
+        }
+        if let Some(l) = &self.default_locale {
+            m.insert("defaultLocale".into(), json!(l));
         }
         m.insert("scope".into(), json!(self.scope.name()));
         if let Some(a) = &self.audience {
@@ -113,9 +124,9 @@ impl StepDefinition {
     fn to_json(&self) -> Value {
         let mut m = Map::new();
         m.insert("key".into(), json!(self.key));
-        m.insert("title".into(), json!(self.title));
+        m.insert("title".into(), self.title.to_json());
         if let Some(d) = &self.description {
-            m.insert("description".into(), json!(d));
+            m.insert("description".into(), d.to_json());
         }
         m.insert("required".into(), json!(self.required));
         m.insert("skippable".into(), json!(self.skippable));

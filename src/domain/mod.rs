@@ -6,11 +6,13 @@ pub mod changes;
 pub mod condition;
 pub mod experiments;
 pub mod flow;
+pub mod flow_diff;
 pub mod limits;
 pub mod owner;
 pub mod progress;
 pub mod rollup;
 pub mod stats;
+pub mod text;
 pub mod triggers;
 pub mod validation;
 pub mod versions;
@@ -25,6 +27,7 @@ pub use progress::{
     Command, Enrollment, EnrollmentStatus, Outcome, ProgressError, ProgressView, Source, StepState, StepStatus,
     StepView,
 };
+pub use text::LocalizedText;
 pub use triggers::EventFact;
 pub use validation::{Problem, parse_flow, validate_flow};
 

@@ -16,6 +16,7 @@ use super::condition::{Condition, Op, Path};
 use super::flow::{FlowDefinition, FlowScope, StepDefinition, Trigger};
 use super::limits::{JsonRefusalKind, Limits, shorten};
 use super::progress::StepStatus;
+use super::text::{self, LocalizedText};
 
 /// One thing wrong with a definition.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -70,6 +71,12 @@ pub mod codes {
     pub const CONDITION_TOO_DEEP: &str = "CONDITION_TOO_DEEP";
     /// A step awards more than `points_per_step`.
     pub const TOO_MANY_POINTS: &str = "TOO_MANY_POINTS";
+    /// A locale tag that is not in the shape of BCP 47, or written twice in one text.
+    pub const INVALID_LOCALE: &str = "INVALID_LOCALE";
+    /// A text has more than `text::MAX_LOCALES` locales.
+    pub const TOO_MANY_LOCALES: &str = "TOO_MANY_LOCALES";
+    /// A locale lacks a text the default locale has (or a map lacks the default locale).
+    pub const MISSING_TRANSLATION: &str = "MISSING_TRANSLATION";
 }
 use codes::*;
 
@@ -121,7 +128,12 @@ fn parse(raw: &Value, limits: &Limits) -> Result<FlowDefinition, Vec<Problem>> {
         problems.add("$", INVALID_DEFINITION, "a flow definition is a JSON object");
         return Err(problems.0);
     };
-    unknown_fields(obj, "$", &["key", "title", "description", "scope", "audience", "steps"], &mut problems);
+    unknown_fields(
+        obj,
+        "$",
+        &["key", "title", "description", "defaultLocale", "scope", "audience", "steps"],
+        &mut problems,
+    );
 
     let key = required_string(obj, "$", "key", &mut problems);
     if let Some(k) = &key
@@ -129,8 +141,20 @@ fn parse(raw: &Value, limits: &Limits) -> Result<FlowDefinition, Vec<Problem>> {
     {
         problems.add("$.key", INVALID_KEY, key_message(k));
     }
-    let title = required_string(obj, "$", "title", &mut problems);
-    let description = optional_string(obj, "$", "description", &mut problems);
+    let title = required_text(obj, "$", "title", &mut problems);
+    let description = optional_text(obj, "$", "description", &mut problems);
+    let default_locale = match obj.get("defaultLocale") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(l)) if text::is_valid_locale(l) => Some(l.clone()),
+        Some(Value::String(l)) => {
+            problems.add("$.defaultLocale", INVALID_LOCALE, locale_message(l));
+            None
+        }
+        Some(_) => {
+            problems.add("$.defaultLocale", WRONG_TYPE, "`defaultLocale` is a locale tag such as `en` or `fr-CA`");
+            None
+        }
+    };
     let audience = match obj.get("audience") {
         None | Some(Value::Null) => None,
         Some(c) => condition_within(c, "$.audience", &AnswerScope::Audience, limits, &mut problems),
@@ -220,17 +244,117 @@ fn parse(raw: &Value, limits: &Limits) -> Result<FlowDefinition, Vec<Problem>> {
         );
     }
 
+    let declared = obj.get("defaultLocale").is_some_and(|l| !l.is_null());
     match (problems.0.is_empty(), key, title) {
-        (true, Some(key), Some(title)) => Ok(FlowDefinition {
-            key,
-            title,
-            description,
-            scope,
-            audience,
-            steps: steps.into_iter().flatten().collect(),
-        }),
+        (true, Some(key), Some(title)) => {
+            let flow = FlowDefinition {
+                key,
+                title,
+                description,
+                default_locale,
+                scope,
+                audience,
+                steps: steps.into_iter().flatten().collect(),
+            };
+            check_translations(&flow, declared, &mut problems);
+            if problems.0.is_empty() { Ok(flow) } else { Err(problems.0) }
+        }
         _ => Err(problems.0),
     }
+}
+
+/// Every text of a flow with its JSON path, in document order.
+pub fn flow_texts(flow: &FlowDefinition) -> Vec<(String, &LocalizedText)> {
+    let mut texts = vec![("$.title".to_string(), &flow.title)];
+    texts.extend(flow.description.as_ref().map(|d| ("$.description".to_string(), d)));
+    for (i, step) in flow.steps.iter().enumerate() {
+        texts.push((format!("$.steps[{i}].title"), &step.title));
+        texts.extend(step.description.as_ref().map(|d| (format!("$.steps[{i}].description"), d)));
+    }
+    texts
+}
+
+/// A flow written in several locales declares its default, every map has it, and every
+/// locale has every text the default has: a half-translated flow would show a mix of
+/// languages, so it is refused where it is written instead of discovered by a user.
+fn check_translations(flow: &FlowDefinition, declared: bool, problems: &mut Problems) {
+    let texts = flow_texts(flow);
+    if !texts.iter().any(|(_, t)| matches!(t, LocalizedText::Localized(_))) {
+        return;
+    }
+    if !declared {
+        problems.add(
+            "$.defaultLocale",
+            MISSING_FIELD,
+            "a flow with texts in several locales declares its `defaultLocale`",
+        );
+        return;
+    }
+    let default = flow.default_locale();
+    for (path, text) in &texts {
+        if let LocalizedText::Localized(_) = text
+            && text.get(default).is_none()
+        {
+            problems.add(path, MISSING_TRANSLATION, format!("no text for the default locale `{default}`"));
+        }
+    }
+    let only: Vec<&LocalizedText> = texts.iter().map(|(_, t)| *t).collect();
+    for (i, locale) in text::missing_translations(&only, default) {
+        problems.add(
+            &texts[i].0,
+            MISSING_TRANSLATION,
+            format!("no `{locale}` text: the default locale `{default}` has one, and the flow is translated to `{locale}` elsewhere"),
+        );
+    }
+}
+
+fn locale_message(tag: &str) -> String {
+    format!(
+        "`{}` is not a locale tag: a language of 2 to 8 letters, then subtags of 1 to 8 letters or digits, joined by `-` (`en`, `fr-CA`)",
+        shorten(tag)
+    )
+}
+
+fn required_text(obj: &Map<String, Value>, at: &str, field: &str, problems: &mut Problems) -> Option<LocalizedText> {
+    match obj.get(field) {
+        Some(Value::Object(_)) => optional_text(obj, at, field, problems),
+        _ => required_string(obj, at, field, problems).map(LocalizedText::Plain),
+    }
+}
+
+/// A string, or an object of locale tag to non-blank string.
+fn optional_text(obj: &Map<String, Value>, at: &str, field: &str, problems: &mut Problems) -> Option<LocalizedText> {
+    let Some(Value::Object(map)) = obj.get(field) else {
+        return optional_string(obj, at, field, problems).map(LocalizedText::Plain);
+    };
+    let at = format!("{at}.{field}");
+    if map.is_empty() {
+        problems.add(at, MISSING_FIELD, format!("`{field}` needs a text for at least the default locale"));
+        return None;
+    }
+    if map.len() > text::MAX_LOCALES {
+        problems.add(at, TOO_MANY_LOCALES, format!("a text has at most {} locales", text::MAX_LOCALES));
+        return None;
+    }
+    let before = problems.0.len();
+    let mut texts = std::collections::BTreeMap::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    for (tag, value) in map {
+        let tag_at = format!("{at}.{}", shorten(tag));
+        if !text::is_valid_locale(tag) {
+            problems.add(&tag_at, INVALID_LOCALE, locale_message(tag));
+        } else if !seen.insert(tag.to_ascii_lowercase()) {
+            problems.add(&tag_at, INVALID_LOCALE, format!("`{}` is written twice (tags ignore case)", shorten(tag)));
+        }
+        match value {
+            Value::String(s) if !s.trim().is_empty() => {
+                texts.insert(tag.clone(), s.clone());
+            }
+            Value::String(_) => problems.add(tag_at, MISSING_FIELD, "a translation cannot be blank"),
+            _ => problems.add(tag_at, WRONG_TYPE, "a translation is a string"),
+        }
+    }
+    (problems.0.len() == before).then_some(LocalizedText::Localized(texts))
 }
 
 fn key_message(key: &str) -> String {
@@ -260,8 +384,8 @@ fn parse_step(
         problems,
     );
     let key = required_string(obj, &at, "key", problems);
-    let title = required_string(obj, &at, "title", problems);
-    let description = optional_string(obj, &at, "description", problems);
+    let title = required_text(obj, &at, "title", problems);
+    let description = optional_text(obj, &at, "description", problems);
     let required = optional_bool(obj, &at, "required", problems).unwrap_or(true);
     let skippable = optional_bool(obj, &at, "skippable", problems).unwrap_or(!required);
     if required && skippable {

@@ -124,6 +124,7 @@ fn complete_flow_expected() -> FlowDefinition {
         key: "team-onboarding".into(),
         title: "Get your team started".into(),
         description: Some("Everything a new workspace needs".into()),
+        default_locale: None,
         scope: FlowScope::User,
         audience: None,
         steps: vec![

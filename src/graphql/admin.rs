@@ -44,6 +44,22 @@ impl AdminQuery {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok(onramp(ctx).validate_flow(definition.0).await?.into_iter().map(FlowProblem::from).collect())
     }
+
+    /// What migrateEnrollments would do if this definition were published as the next
+    /// version of `flowKey` and the enrollments on `fromVersion` moved to it: the dry run
+    /// for a version not published yet (`onramp flows plan` shows it). Writes nothing.
+    /// VALIDATION_FAILED with `extensions.problems` for an invalid definition. Admin only.
+    #[graphql(complexity = "super::cost::WRITE + child_complexity")]
+    async fn preview_migration(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The flow whose enrollments would move.")] flow_key: String,
+        #[graphql(desc = "The version whose enrollments would move (usually the active one).")] from_version: i32,
+        #[graphql(desc = "The definition of the version that would be published.")] definition: Json,
+    ) -> Result<MigrationReport> {
+        principal(ctx)?.require(&[Role::Admin])?;
+        Ok(onramp(ctx).preview_migration(&flow_key, from_version, definition.0).await?.into())
+    }
 }
 
 #[derive(Default)]
@@ -61,9 +77,13 @@ impl AdminMutation {
         #[graphql(desc = "The flow definition, a JSON object (README: Flow definitions); at most 1 MiB \
                           by default.")]
         definition: Json,
+        #[graphql(
+            desc = "Publish only while the newest version of the key (any status) is this one, 0 for a key never published; otherwise CONFLICT with `extensions.currentVersion`. What `onramp flows apply` sends, so it never publishes over a change it did not plan."
+        )]
+        expected_version: Option<i32>,
     ) -> Result<Flow> {
         principal(ctx)?.require(&[Role::Admin])?;
-        Ok((&onramp(ctx).publish_flow(definition.0).await?).into())
+        Ok((&onramp(ctx).publish_flow_expecting(definition.0, expected_version).await?).into())
     }
 
     /// Stops new enrollments into a version; enrolled subjects carry on. Admin only.

@@ -5,7 +5,7 @@ use super::scalars::Json;
 use async_graphql::{Context, ID, Object, Result};
 use serde_json::Value;
 
-use super::types::{OnboardingStatus, Points, PointsEntry, StepProgress};
+use super::types::{OnboardingStatus, Points, PointsEntry, StepProgress, requested_locale};
 use super::{onramp, party, principal};
 use crate::auth::{Principal, Role};
 use crate::domain::{Command, Owner, Source};
@@ -30,10 +30,15 @@ impl OnboardingQuery {
         #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
                           may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
+        #[graphql(
+            desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
+        )]
+        locale: Option<String>,
     ) -> Result<OnboardingStatus> {
+        let locale = checked_locale(locale)?;
         let party = party(ctx, subject_id.as_ref(), workspace_id.as_ref())?;
         let snapshot = onramp(ctx).status(&party, &flow_key).await?;
-        Ok((&snapshot).into())
+        Ok(OnboardingStatus::of(&snapshot, locale.as_deref()))
     }
 
     /// The first applicable, available, unfinished step, or null when there is none.
@@ -47,11 +52,18 @@ impl OnboardingQuery {
         #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
                           may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
+        #[graphql(
+            desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
+        )]
+        locale: Option<String>,
     ) -> Result<Option<StepProgress>> {
+        let locale = checked_locale(locale)?;
         let party = party(ctx, subject_id.as_ref(), workspace_id.as_ref())?;
         let snapshot = onramp(ctx).status(&party, &flow_key).await?;
         let view = snapshot.view();
-        Ok(view.next().map(StepProgress::from))
+        let requested = requested_locale(locale.as_deref(), &snapshot.attributes);
+        let default = snapshot.flow.definition.default_locale();
+        Ok(view.next().map(|v| StepProgress::of(v, requested, default)))
     }
 
     /// Points from the ledger: the total and every entry. The subject's own, or with
@@ -105,7 +117,12 @@ impl OnboardingQuery {
         #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
                           may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
+        #[graphql(
+            desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
+        )]
+        locale: Option<String>,
     ) -> Result<Vec<OnboardingStatus>> {
+        let locale = checked_locale(locale)?;
         let caller = principal(ctx)?;
         let limits = onramp(ctx).limits();
         let subject = Owner::user(&caller.target(subject_id.as_deref().map(String::as_str))?, limits)
@@ -116,10 +133,12 @@ impl OnboardingQuery {
             None => Vec::new(),
         };
         let onramp = onramp(ctx);
-        let mut statuses: Vec<OnboardingStatus> = onramp.onboardings(&subject).await?.iter().map(Into::into).collect();
+        let mut statuses: Vec<OnboardingStatus> =
+            onramp.onboardings(&subject).await?.iter().map(|s| OnboardingStatus::of(s, locale.as_deref())).collect();
         for workspace in workspaces {
             let owner = Owner::workspace(&workspace, limits).map_err(AppError::invalid)?;
-            statuses.extend(onramp.onboardings(&owner).await?.iter().map(OnboardingStatus::from));
+            statuses
+                .extend(onramp.onboardings(&owner).await?.iter().map(|s| OnboardingStatus::of(s, locale.as_deref())));
         }
         statuses.sort_by(|a, b| (&a.flow_key, &a.workspace_id).cmp(&(&b.flow_key, &b.workspace_id)));
         Ok(statuses)
@@ -148,8 +167,12 @@ impl OnboardingMutation {
         #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
                           may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
+        #[graphql(
+            desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
+        )]
+        locale: Option<String>,
     ) -> Result<OnboardingStatus> {
-        run(ctx, flow_key, subject_id, workspace_id, Command::Start).await
+        run(ctx, flow_key, subject_id, workspace_id, locale, Command::Start).await
     }
 
     /// Marks a step IN_PROGRESS.
@@ -164,13 +187,18 @@ impl OnboardingMutation {
         #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
                           may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
+        #[graphql(
+            desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
+        )]
+        locale: Option<String>,
     ) -> Result<OnboardingStatus> {
-        run(ctx, flow_key, subject_id, workspace_id, Command::StartStep { step: step_key }).await
+        run(ctx, flow_key, subject_id, workspace_id, locale, Command::StartStep { step: step_key }).await
     }
 
     /// Completes a step, awarding its points once. Idempotent: repeating it returns the
     /// same state. `metadata` (a JSON object) records what the subject answered.
     #[graphql(complexity = "super::cost::WRITE + child_complexity")]
+    #[allow(clippy::too_many_arguments)] // one parameter per GraphQL argument
     async fn complete_step(
         &self,
         ctx: &Context<'_>,
@@ -184,17 +212,22 @@ impl OnboardingMutation {
         #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
                           may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
+        #[graphql(
+            desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
+        )]
+        locale: Option<String>,
     ) -> Result<OnboardingStatus> {
         let metadata = match metadata.map(|m| m.0) {
             None | Some(Value::Null) => None,
             Some(m @ Value::Object(_)) => Some(m),
             Some(_) => return Err(AppError::invalid("metadata must be a JSON object").into()),
         };
-        run(ctx, flow_key, subject_id, workspace_id, Command::CompleteStep { step: step_key, metadata }).await
+        run(ctx, flow_key, subject_id, workspace_id, locale, Command::CompleteStep { step: step_key, metadata }).await
     }
 
     /// Skips an optional step.
     #[graphql(complexity = "super::cost::WRITE + child_complexity")]
+    #[allow(clippy::too_many_arguments)] // one parameter per GraphQL argument
     async fn skip_step(
         &self,
         ctx: &Context<'_>,
@@ -206,11 +239,15 @@ impl OnboardingMutation {
         #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
                           may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
+        #[graphql(
+            desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
+        )]
+        locale: Option<String>,
     ) -> Result<OnboardingStatus> {
         if reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON_LEN) {
             return Err(AppError::invalid(format!("reason is limited to {MAX_REASON_LEN} characters")).into());
         }
-        run(ctx, flow_key, subject_id, workspace_id, Command::SkipStep { step: step_key, reason }).await
+        run(ctx, flow_key, subject_id, workspace_id, locale, Command::SkipStep { step: step_key, reason }).await
     }
 
     /// Dismisses the whole flow. A completed flow stays completed.
@@ -224,8 +261,12 @@ impl OnboardingMutation {
         #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
                           may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
+        #[graphql(
+            desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
+        )]
+        locale: Option<String>,
     ) -> Result<OnboardingStatus> {
-        run(ctx, flow_key, subject_id, workspace_id, Command::SkipFlow).await
+        run(ctx, flow_key, subject_id, workspace_id, locale, Command::SkipFlow).await
     }
 }
 
@@ -234,15 +275,29 @@ async fn run(
     flow_key: String,
     subject_id: Option<ID>,
     workspace_id: Option<ID>,
+    locale: Option<String>,
     command: Command,
 ) -> Result<OnboardingStatus> {
+    let locale = checked_locale(locale)?;
     let party = party(ctx, subject_id.as_ref(), workspace_id.as_ref())?;
     let source = source_of(principal(ctx)?);
     let snapshot = onramp(ctx).run(&party, &flow_key, command, source).await?;
-    Ok((&snapshot).into())
+    Ok(OnboardingStatus::of(&snapshot, locale.as_deref()))
 }
 
 /// Changes made by admin and service callers are recorded as ADMIN, a user's own as USER.
 fn source_of(caller: &Principal) -> Source {
     if caller.role == Role::User { Source::User } else { Source::Admin }
+}
+
+/// A `locale` argument in the shape of a locale tag (`fr-CA`; `fr_CA` reads the same).
+pub(super) fn checked_locale(locale: Option<String>) -> Result<Option<String>> {
+    match locale {
+        Some(l) if !crate::domain::text::is_valid_locale(&l.replace('_', "-")) => Err(AppError::invalid(format!(
+            "locale `{}` is not a locale tag such as `en` or `fr-CA`",
+            crate::domain::limits::shorten(&l)
+        ))
+        .into()),
+        other => Ok(other),
+    }
 }

@@ -37,7 +37,12 @@ impl Subscription {
         #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress to watch; a user \
                           may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
+        #[graphql(
+            desc = "Texts in this locale (exact tag, then its language, then the flow's default locale); default: the subject's `locale` attribute."
+        )]
+        locale: Option<String>,
     ) -> Result<impl Stream<Item = Result<Box<OnboardingStatus>>> + use<>> {
+        let locale = super::onboarding::checked_locale(locale)?;
         let party = party(ctx, subject_id.as_ref(), workspace_id.as_ref())?;
         let onramp = onramp(ctx).clone();
         // Boxed, like every read below: async-graphql keeps this resolver's future inside
@@ -47,11 +52,11 @@ impl Subscription {
             let owner = detached(&onramp, &party, &flow_key, |o, p, f| async move { o.owner(&p, &f).await }).await?;
             // Watch before the first read, so a change between the two is not missed.
             let watch = onramp.realtime().hub().watch(&owner.key());
-            let first = Box::new(OnboardingStatus::from(&read(&onramp, &party, &flow_key).await?));
+            let first = Box::new(OnboardingStatus::of(&read(&onramp, &party, &flow_key).await?, locale.as_deref()));
             Ok::<_, async_graphql::Error>((watch, first))
         })
         .await?;
-        let state = Progress { onramp, party, flow_key, watch, first: Some(first), last: None, resyncs: 0 };
+        let state = Progress { onramp, party, flow_key, locale, watch, first: Some(first), last: None, resyncs: 0 };
         Ok(stream::unfold(state, Progress::next))
     }
 }
@@ -64,6 +69,7 @@ struct Progress {
     onramp: Arc<Onramp>,
     party: Party,
     flow_key: String,
+    locale: Option<String>,
     watch: Watch,
     first: Option<Box<OnboardingStatus>>,
     last: Option<Sent>,
@@ -131,7 +137,7 @@ impl Progress {
             self.resyncs = resyncs;
             // Boxed, so the idle wait above does not carry the read's state (see above).
             let snapshot = match Box::pin(read(&self.onramp, &self.party, &self.flow_key)).await {
-                Ok(s) => Box::new(OnboardingStatus::from(&s)),
+                Ok(s) => Box::new(OnboardingStatus::of(&s, self.locale.as_deref())),
                 Err(e) => return Some((Err(e.into()), self)),
             };
             let sent = Sent::of(&snapshot);

@@ -80,10 +80,14 @@ pub struct OnboardingStatus {
     pub flow_key: String,
     /// The flow version the subject is pinned to (or would enroll in).
     pub version: i32,
-    /// The flow's title in that version, shown to users.
+    /// The flow's title in that version, shown to users, in `locale`.
     pub title: String,
-    /// The flow's description in that version, if it has one.
+    /// The flow's description in that version, if it has one, in `locale`.
     pub description: Option<String>,
+    /// The locale the texts are in: the requested one (the `locale` argument, else the
+    /// subject's `locale` attribute) when the flow has it, else its language, else the
+    /// flow's default locale.
+    pub locale: String,
     /// Where the subject stands: NOT_STARTED, IN_PROGRESS, COMPLETED or SKIPPED.
     pub status: OnboardingState,
     /// When the subject enrolled; null before enrollment.
@@ -121,9 +125,9 @@ pub struct OnboardingStatus {
 pub struct StepProgress {
     /// The step's key, unique within the flow, e.g. `verify_email`.
     pub key: String,
-    /// The step's title, shown to users.
+    /// The step's title, shown to users, in the status's locale.
     pub title: String,
-    /// The step's description, if it has one.
+    /// The step's description, if it has one, in the status's locale.
     pub description: Option<String>,
     /// Required steps decide completion and percentComplete.
     pub required: bool,
@@ -167,10 +171,12 @@ pub struct Flow {
     pub status: FlowStatus,
     /// USER or WORKSPACE; the same for every version of a key.
     pub scope: FlowScope,
-    /// The definition's title.
+    /// The definition's title, in the flow's default locale.
     pub title: String,
-    /// The definition's description, if it has one.
+    /// The definition's description, if it has one, in the flow's default locale.
     pub description: Option<String>,
+    /// The locale plain texts are in and reads fall back to (`en` unless declared).
+    pub default_locale: String,
     /// The definition as stored: canonical form, every default spelled out.
     pub definition: Json,
     /// When the version was published.
@@ -209,10 +215,34 @@ pub struct Workspace {
 
 impl From<&Snapshot> for OnboardingStatus {
     fn from(s: &Snapshot) -> Self {
+        OnboardingStatus::of(s, None)
+    }
+}
+
+/// The locale a read asked for: the argument, else the owner's `locale` attribute.
+pub fn requested_locale<'a>(argument: Option<&'a str>, attributes: &'a serde_json::Value) -> Option<&'a str> {
+    argument.or_else(|| attributes.get("locale").and_then(serde_json::Value::as_str))
+}
+
+/// The locale of a flow's texts for a request (see `OnboardingStatus.locale`).
+pub fn locale_for(definition: &domain::FlowDefinition, requested: Option<&str>) -> String {
+    let texts = domain::validation::flow_texts(definition);
+    let mut available: Vec<&str> = texts.iter().flat_map(|(_, t)| t.locales()).collect();
+    available.sort_unstable();
+    available.dedup();
+    domain::text::choose_locale(&available, requested, definition.default_locale()).to_string()
+}
+
+impl OnboardingStatus {
+    /// The status with its texts in `locale` (argument), else in the owner's `locale`
+    /// attribute, else in the flow's default locale.
+    pub fn of(s: &Snapshot, locale: Option<&str>) -> Self {
         let view = s.view();
         let definition = &s.flow.definition;
+        let requested = requested_locale(locale, &s.attributes);
+        let default = definition.default_locale();
         let e = s.enrollment.as_ref();
-        let steps: Vec<StepProgress> = view.steps.iter().map(StepProgress::from).collect();
+        let steps: Vec<StepProgress> = view.steps.iter().map(|v| StepProgress::of(v, requested, default)).collect();
         let (subject_id, workspace_id) = match &s.owner {
             Owner::User(id) => (Some(ID(id.clone())), None),
             Owner::Workspace(id) => (None, Some(ID(id.clone()))),
@@ -223,8 +253,9 @@ impl From<&Snapshot> for OnboardingStatus {
             scope: s.flow.scope.into(),
             flow_key: s.flow.key.clone(),
             version: s.flow.version,
-            title: definition.title.clone(),
-            description: definition.description.clone(),
+            title: definition.title.resolve(requested, default).to_string(),
+            description: definition.description.as_ref().map(|d| d.resolve(requested, default).to_string()),
+            locale: locale_for(definition, requested),
             status: e.map_or(OnboardingState::NotStarted, |e| match e.status {
                 domain::EnrollmentStatus::InProgress => OnboardingState::InProgress,
                 domain::EnrollmentStatus::Completed => OnboardingState::Completed,
@@ -247,13 +278,14 @@ impl From<&Snapshot> for OnboardingStatus {
     }
 }
 
-impl From<&StepView<'_>> for StepProgress {
-    fn from(v: &StepView<'_>) -> Self {
+impl StepProgress {
+    /// The step with its texts in `locale`, falling back to its language, then `default`.
+    pub fn of(v: &StepView<'_>, locale: Option<&str>, default: &str) -> Self {
         let d = v.definition;
         StepProgress {
             key: d.key.clone(),
-            title: d.title.clone(),
-            description: d.description.clone(),
+            title: d.title.resolve(locale, default).to_string(),
+            description: d.description.as_ref().map(|t| t.resolve(locale, default).to_string()),
             required: d.required,
             skippable: d.skippable,
             status: match v.status {
@@ -292,8 +324,13 @@ impl From<&FlowRecord> for Flow {
                 domain::FlowStatus::Deprecated => FlowStatus::Deprecated,
             },
             scope: f.scope.into(),
-            title: f.definition.title.clone(),
-            description: f.definition.description.clone(),
+            title: f.definition.title.resolve(None, f.definition.default_locale()).to_string(),
+            description: f
+                .definition
+                .description
+                .as_ref()
+                .map(|d| d.resolve(None, f.definition.default_locale()).to_string()),
+            default_locale: f.definition.default_locale().to_string(),
             definition: Json(f.definition.to_json()),
             created_at: f.created_at,
         }

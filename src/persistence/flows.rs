@@ -96,8 +96,12 @@ impl FlowStore {
             version: Set(latest.unwrap_or(0) + 1),
             status: Set(FlowStatus::Active.name().into()),
             scope: Set(definition.scope.name().into()),
-            title: Set(definition.title.clone()),
-            description: Set(definition.description.clone()),
+            // The columns hold the default locale's texts (the definition has them all).
+            title: Set(definition.title.resolve(None, definition.default_locale()).to_string()),
+            description: Set(definition
+                .description
+                .as_ref()
+                .map(|d| d.resolve(None, definition.default_locale()).to_string())),
             definition: Set(definition.to_json()),
             created_at: Set(now),
         };

@@ -231,7 +231,7 @@ impl Onramp {
             .enumerate()
             .map(|(i, ((step, t), drop))| FunnelStep {
                 step_key: step.key.clone(),
-                title: step.title.clone(),
+                title: step.title.resolve(None, flow.definition.default_locale()).to_string(),
                 position: i as i32 + 1,
                 required: step.required,
                 applied: t.applied,
@@ -384,7 +384,7 @@ impl Onramp {
                 let non_completer_rate = stats::ratio(cohort.retained - done.retained, non_completers);
                 StepImpactRow {
                     step_key: step.key.clone(),
-                    title: step.title.clone(),
+                    title: step.title.resolve(None, flow.definition.default_locale()).to_string(),
                     position: i as i32 + 1,
                     completion_rate: stats::ratio(done.enrollments, cohort.enrollments),
                     completers: done.enrollments,

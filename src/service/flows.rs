@@ -5,7 +5,7 @@ use serde_json::Value;
 use super::{News, Onramp};
 use crate::domain::limits::shorten;
 use crate::domain::{FlowDefinition, FlowStatus, validate_flow, validation, validation::Problem};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::persistence::begin_write;
 use crate::persistence::flows::FlowRecord;
 
@@ -17,7 +17,7 @@ impl Onramp {
 
     /// Validation of a large definition takes milliseconds of CPU: it runs on the
     /// blocking pool, so it never holds up the requests sharing this executor thread.
-    async fn parse_incoming(&self, definition: Value) -> AppResult<Result<FlowDefinition, Vec<Problem>>> {
+    pub(super) async fn parse_incoming(&self, definition: Value) -> AppResult<Result<FlowDefinition, Vec<Problem>>> {
         let limits = self.limits.clone();
         tokio::task::spawn_blocking(move || validate_flow(&definition, &limits))
             .await
@@ -28,6 +28,13 @@ impl Onramp {
     /// stay on the version they started. All or nothing: the version is written and read
     /// back in one transaction, and only a committed version is announced.
     pub async fn publish_flow(&self, definition: Value) -> AppResult<FlowRecord> {
+        self.publish_flow_expecting(definition, None).await
+    }
+
+    /// `publish_flow`, only while the newest version of the key (of any status; 0 when
+    /// none) is `expected`: a plan made against that version is still what it was made
+    /// against. Otherwise CONFLICT, with the current version in `currentVersion`.
+    pub async fn publish_flow_expecting(&self, definition: Value, expected: Option<i32>) -> AppResult<FlowRecord> {
         let definition = self.parse_incoming(definition).await?.map_err(AppError::invalid_definition)?;
         // A concurrent publish of the same key takes the same version number; the unique
         // index refuses one of them, which then takes the next number in a new
@@ -35,6 +42,22 @@ impl Onramp {
         let mut attempt = 0;
         loop {
             let txn = begin_write(&self.db).await?;
+            if let Some(expected) = expected {
+                // Read in the transaction: a publish racing this one takes the same next
+                // version number, the unique index refuses one, and its retry reads the
+                // other's version here and stops.
+                let current = self.flows.find(&txn, &definition.key, None).await?.map_or(0, |f| f.version);
+                if current != expected {
+                    return Err(AppError::new(
+                        ErrorCode::Conflict,
+                        format!(
+                            "flow `{}` is at version {current}, not {expected}: it changed since the plan",
+                            shorten(&definition.key)
+                        ),
+                    )
+                    .with("currentVersion", Value::from(current)));
+                }
+            }
             match self.flows.insert_next_version(&txn, &definition, super::now()).await {
                 Ok(Err(scope)) => {
                     return Err(AppError::invalid_definition(vec![Problem {

@@ -2,9 +2,13 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::Value;
+
 use super::{News, Onramp};
-use crate::domain::{triggers, versions};
+use crate::domain::limits::shorten;
+use crate::domain::{FlowDefinition, triggers, versions};
 use crate::error::{AppError, AppResult};
+use crate::persistence::flows::FlowRecord;
 use crate::persistence::{begin_write, enrollments, events, subjects};
 
 /// Enrollments moved per transaction.
@@ -41,7 +45,43 @@ impl Onramp {
             |v: i32| AppError::not_found(format!("flow `{}` has no version {v}", crate::domain::limits::shorten(key)));
         let source = self.flows.find(&self.db, key, Some(from)).await?.ok_or_else(|| missing(from))?;
         let target = self.flows.find(&self.db, key, Some(to)).await?.ok_or_else(|| missing(to))?;
-        let trigger_events = target.definition.trigger_events();
+        let report = self.migrate(key, &source, &target.definition, (!dry_run).then_some(&target)).await?;
+        tracing::info!(key, from, to, dry_run, moved = report.moved, "enrollments migrated");
+        Ok(report)
+    }
+
+    /// What migrateEnrollments would do if `definition` were published as the next
+    /// version of its key and the enrollments on `from` were moved to it: the dry run for
+    /// a version that does not exist yet (`onramp flows plan` shows it). Writes nothing.
+    pub async fn preview_migration(&self, key: &str, from: i32, definition: Value) -> AppResult<MigrationReport> {
+        self.check_key("flowKey", key)?;
+        let target = self.parse_incoming(definition).await?.map_err(AppError::invalid_definition)?;
+        if target.key != key {
+            return Err(AppError::invalid(format!(
+                "the definition is for flow `{}`, not `{}`",
+                shorten(&target.key),
+                shorten(key)
+            )));
+        }
+        let source = self
+            .flows
+            .find(&self.db, key, Some(from))
+            .await?
+            .ok_or_else(|| AppError::not_found(format!("flow `{}` has no version {from}", shorten(key))))?;
+        self.migrate(key, &source, &target, None).await
+    }
+
+    /// Moves (with `target`) or, without, previews moving every enrollment on `source` to
+    /// the version defined by `definition`.
+    async fn migrate(
+        &self,
+        key: &str,
+        source: &FlowRecord,
+        definition: &FlowDefinition,
+        target: Option<&FlowRecord>,
+    ) -> AppResult<MigrationReport> {
+        let dry_run = target.is_none();
+        let trigger_events = definition.trigger_events();
         let mut report = MigrationReport { dry_run, ..Default::default() };
         let mut after = 0;
         loop {
@@ -63,27 +103,25 @@ impl Onramp {
                     continue;
                 }
                 let mut state = record.state.clone();
-                let mut migration = versions::migrate(&target.definition, &subject.attributes, &mut state, now);
+                let mut migration = versions::migrate(definition, &subject.attributes, &mut state, now);
                 // The subject's stored events complete the target's triggered steps too, as
                 // they will when it is advanced below: count a completion they bring.
                 let facts = events::facts(&txn, subject, &trigger_events).await?;
                 migration.became_complete |=
-                    triggers::settle(&target.definition, &subject.attributes, &mut state, &facts, now).completed;
+                    triggers::settle(definition, &subject.attributes, &mut state, &facts, now).completed;
                 report.moved += 1;
                 report.became_complete += u64::from(migration.became_complete);
                 for step in &migration.dropped_completed {
                     *report.dropped_completed.entry(step.clone()).or_default() += 1;
                 }
-                if dry_run {
-                    continue;
-                }
+                let Some(target) = target else { continue };
                 enrollments::set_flow(&txn, &mut record, target.id).await?;
                 let definition = target.definition.clone();
                 let attributes = subject.attributes.clone();
                 self.advance(
                     &txn,
                     subject,
-                    &target,
+                    target,
                     record,
                     |s| Ok(versions::migrate(&definition, &attributes, s, now).outcome),
                     now,
@@ -97,7 +135,6 @@ impl Onramp {
                 self.commit_and_announce(txn, News::Owners(moved_subjects)).await?;
             }
         }
-        tracing::info!(key, from, to, dry_run, moved = report.moved, "enrollments migrated");
         Ok(report)
     }
 }

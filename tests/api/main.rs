@@ -15,6 +15,7 @@ mod demo_data;
 mod errors;
 mod events;
 mod experiments;
+mod flow_files;
 mod flows;
 mod fuzz;
 mod graphiql;
