@@ -1,7 +1,8 @@
 //! HTTP routes: /graphql (POST; GET serves GraphiQL in development), /graphql/ws
-//! (subscriptions) and /healthz.
+//! (subscriptions), /healthz and /metrics.
 
 mod media;
+mod metrics;
 mod panic;
 pub mod rate_limit;
 mod websocket;
@@ -38,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/graphql", get(graphiql).post(graphql))
         .route("/graphql/ws", get(graphql_ws))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::scrape))
         // For any extractor that reads a body; /graphql reads its own with the same limit.
         .layer(DefaultBodyLimit::max(state.limits.body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
@@ -64,10 +66,10 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
     }
 }
 
-fn auth_from(state: &AppState, headers: &HeaderMap) -> Auth {
+async fn auth_from(state: &AppState, headers: &HeaderMap) -> Auth {
     match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
         None => Auth::Anonymous,
-        Some(Ok(value)) => match state.keys.verify(value) {
+        Some(Ok(value)) => match state.keys.authenticate(value).await {
             Ok(principal) => Auth::Verified(principal),
             Err(why) => Auth::Rejected(why),
         },
@@ -96,7 +98,7 @@ async fn graphql(State(state): State<AppState>, PeerAddr(peer): PeerAddr, reques
             "a GraphQL request is a POST with `Content-Type: application/json`",
         );
     }
-    let auth = auth_from(&state, &parts.headers);
+    let auth = auth_from(&state, &parts.headers).await;
     // Before the body is read: a refused caller costs a token check, nothing more.
     let caller = Caller::of(&auth, peer);
     if let Err(wait) = state.rate_limiter.take(&caller) {
