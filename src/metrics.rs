@@ -82,7 +82,8 @@ impl Metrics {
         .expect("metric definition");
         let subscriptions =
             IntGauge::new("onramp_graphql_subscriptions_live", "GraphQL subscriptions streaming now.").expect("metric");
-        let websockets = IntGauge::new("onramp_websocket_connections", "Websocket connections open now.").expect("metric");
+        let websockets =
+            IntGauge::new("onramp_websocket_connections", "Websocket connections open now.").expect("metric");
         let rate_limited = IntCounter::new(
             "onramp_rate_limited_total",
             "Requests and websocket messages refused by the per-caller rate limit.",
@@ -152,6 +153,11 @@ impl Metrics {
         ];
         for collector in own {
             metrics.register(collector);
+        }
+        // Known label values start at zero, so they are listed (and rates work) before
+        // the first one counts.
+        for status in ["new", "duplicate", "rejected"] {
+            metrics.events.with_label_values(&[status]);
         }
         metrics
     }

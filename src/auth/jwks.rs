@@ -133,7 +133,11 @@ impl Jwks {
             &["outcome"],
         )
         .map_err(|e| e.to_string())?;
-        let cached_keys = IntGauge::new("onramp_jwks_keys", "Keys from the JWKS in the cache.").map_err(|e| e.to_string())?;
+        for outcome in ["ok", "error"] {
+            fetches.with_label_values(&[outcome]);
+        }
+        let cached_keys =
+            IntGauge::new("onramp_jwks_keys", "Keys from the JWKS in the cache.").map_err(|e| e.to_string())?;
         Ok(Jwks {
             settings,
             client,
@@ -378,7 +382,10 @@ mod tests {
 
     #[test]
     fn cache_control_max_age_is_read() {
-        assert_eq!(max_age(&headers(&["public, max-age=15, stale-while-revalidate=15"])), Some(Duration::from_secs(15)));
+        assert_eq!(
+            max_age(&headers(&["public, max-age=15, stale-while-revalidate=15"])),
+            Some(Duration::from_secs(15))
+        );
         assert_eq!(max_age(&headers(&["Max-Age=\"60\""])), Some(Duration::from_secs(60)));
         assert_eq!(max_age(&headers(&["public", "max-age=300"])), Some(Duration::from_secs(300)));
         assert_eq!(max_age(&headers(&["max-age=60, no-cache"])), Some(Duration::ZERO));
@@ -436,7 +443,8 @@ mod tests {
 
     #[test]
     fn oversized_and_malformed_sets_are_refused() {
-        let key = json!({ "kty": "OKP", "kid": "ed", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo" });
+        let key =
+            json!({ "kty": "OKP", "kid": "ed", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo" });
         let three = json!({ "keys": [key, key, key] }).to_string();
         assert!(parse_set(three.as_bytes(), 2).unwrap_err().contains("more than the 2 allowed"));
         assert_eq!(parse_set(three.as_bytes(), 3).unwrap().len(), 1, "one kid, one key");

@@ -170,10 +170,8 @@ impl Stream for Tracked<'_> {
             Poll::Ready(Some(response)) if !this.recorded => {
                 this.recorded = true;
                 record(&this.metrics, &this.seen, response, this.started);
-                let subscription = this
-                    .seen
-                    .lock()
-                    .is_ok_and(|seen| matches!(seen.operation, Some((OperationType::Subscription, _))));
+                let subscription =
+                    this.seen.lock().is_ok_and(|seen| matches!(seen.operation, Some((OperationType::Subscription, _))));
                 // A subscription whose first answer is an error ends with it.
                 if subscription && response.errors.is_empty() {
                     this.live = true;
