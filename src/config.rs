@@ -463,6 +463,29 @@ mod webhook_tests {
         assert!(told.address.allow_private && told.address.allow_http);
     }
 
+    #[derive(Parser)]
+    struct ServeCli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn metrics_access(args: &[&str], mode: Mode) -> Result<crate::MetricsAccess, String> {
+        let cli = ServeCli::try_parse_from(std::iter::once("onramp").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.serve.metrics_access(mode)
+    }
+
+    #[test]
+    fn metrics_are_open_only_in_development_and_a_token_must_be_long() {
+        assert!(metrics_access(&[], Mode::Development).unwrap().open);
+        let production = metrics_access(&[], Mode::Production).unwrap();
+        assert!(!production.open && production.token.is_none(), "production: admin tokens only");
+        let token = metrics_access(&["--metrics-token", "0123456789abcdef"], Mode::Development).unwrap();
+        assert!(!token.open, "a token closes development's open door too");
+        assert_eq!(token.token.as_deref(), Some("0123456789abcdef"));
+        assert!(metrics_access(&["--metrics-token", "short"], Mode::Production).is_err());
+    }
+
     #[test]
     fn the_defaults_are_the_documented_ones_and_bad_values_are_refused() {
         let d = settings(&[], Mode::Production).unwrap();
