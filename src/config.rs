@@ -80,6 +80,73 @@ pub struct JwtArgs {
     /// and to production when DATABASE_URL is set.
     #[arg(long, env = "ONRAMP_MODE", global = true)]
     pub mode: Option<Mode>,
+
+    #[command(flatten)]
+    pub jwks: JwksArgs,
+}
+
+/// Keys from an identity provider's JWKS URL, beside or instead of a static key (see
+/// `auth::jwks`).
+#[derive(Clone, Debug, Args)]
+pub struct JwksArgs {
+    /// The identity provider's JWKS URL (RS256, ES256 and EdDSA keys, found by `kid`).
+    #[arg(long, env = "ONRAMP_JWT_JWKS_URL", global = true)]
+    pub jwt_jwks_url: Option<String>,
+    /// Allow a plain http JWKS URL (default: only in development mode).
+    #[arg(long, env = "ONRAMP_JWT_JWKS_ALLOW_HTTP", global = true)]
+    pub jwt_jwks_allow_http: Option<bool>,
+    /// Seconds a JWKS fetch may take, body included.
+    #[arg(long, env = "ONRAMP_JWT_JWKS_TIMEOUT", default_value_t = 5, global = true)]
+    pub jwt_jwks_timeout: u64,
+    /// Largest JWKS body in bytes.
+    #[arg(long, env = "ONRAMP_JWT_JWKS_MAX_BYTES", default_value_t = 256 * 1024, global = true)]
+    pub jwt_jwks_max_bytes: usize,
+    /// Most keys in the JWKS (a larger set is refused and the cached keys kept).
+    #[arg(long, env = "ONRAMP_JWT_JWKS_MAX_KEYS", default_value_t = 100, global = true)]
+    pub jwt_jwks_max_keys: usize,
+    /// Milliseconds at least between two JWKS fetches, whatever asks for them (a token
+    /// with an unknown kid, an expired max-age).
+    #[arg(long, env = "ONRAMP_JWT_JWKS_MIN_REFRESH_MS", default_value_t = 10_000, global = true)]
+    pub jwt_jwks_min_refresh_ms: u64,
+}
+
+impl Default for JwksArgs {
+    fn default() -> Self {
+        JwksArgs {
+            jwt_jwks_url: None,
+            jwt_jwks_allow_http: None,
+            jwt_jwks_timeout: 5,
+            jwt_jwks_max_bytes: 256 * 1024,
+            jwt_jwks_max_keys: 100,
+            jwt_jwks_min_refresh_ms: 10_000,
+        }
+    }
+}
+
+impl JwksArgs {
+    /// The JWKS settings, when a URL is configured.
+    pub fn settings(&self, mode: Mode) -> Result<Option<crate::auth::JwksSettings>, String> {
+        let Some(url) = &self.jwt_jwks_url else { return Ok(None) };
+        let allow_http = self.jwt_jwks_allow_http.unwrap_or(mode == Mode::Development);
+        let url = crate::auth::JwksSettings::check_url(url, allow_http)?;
+        if self.jwt_jwks_timeout == 0 {
+            return Err("ONRAMP_JWT_JWKS_TIMEOUT is at least 1 second".into());
+        }
+        if self.jwt_jwks_min_refresh_ms < 100 {
+            return Err("ONRAMP_JWT_JWKS_MIN_REFRESH_MS is at least 100".into());
+        }
+        if self.jwt_jwks_max_keys == 0 || self.jwt_jwks_max_bytes == 0 {
+            return Err("ONRAMP_JWT_JWKS_MAX_KEYS and ONRAMP_JWT_JWKS_MAX_BYTES are at least 1".into());
+        }
+        Ok(Some(crate::auth::JwksSettings {
+            url,
+            allow_http,
+            timeout: std::time::Duration::from_secs(self.jwt_jwks_timeout),
+            max_bytes: self.jwt_jwks_max_bytes,
+            max_keys: self.jwt_jwks_max_keys,
+            min_refresh: std::time::Duration::from_millis(self.jwt_jwks_min_refresh_ms),
+        }))
+    }
 }
 
 #[derive(Clone, Debug, Args)]
@@ -96,6 +163,11 @@ pub struct ServeArgs {
     /// Do not publish the demo flow on an empty development database.
     #[arg(long, env = "ONRAMP_NO_DEMO_FLOW")]
     pub no_demo_flow: bool,
+
+    /// Bearer token that /metrics requires (at least 16 bytes). Without it, /metrics is
+    /// open in development and takes only admin tokens in production.
+    #[arg(long, env = "ONRAMP_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -143,6 +215,25 @@ pub struct WebhookArgs {
     /// Milliseconds between looks for due retries and other instances' events.
     #[arg(long, env = "ONRAMP_WEBHOOK_POLL_MS", default_value_t = 1000)]
     pub webhook_poll_ms: u64,
+}
+
+/// The shortest metrics token taken.
+pub const MIN_METRICS_TOKEN_BYTES: usize = 16;
+
+impl ServeArgs {
+    /// Who may read /metrics: with a token, whoever sends it (and admin tokens); without
+    /// one, anyone in development and admin tokens only in production.
+    pub fn metrics_access(&self, mode: Mode) -> Result<crate::MetricsAccess, String> {
+        if let Some(token) = &self.metrics_token
+            && token.len() < MIN_METRICS_TOKEN_BYTES
+        {
+            return Err(format!("ONRAMP_METRICS_TOKEN is at least {MIN_METRICS_TOKEN_BYTES} bytes"));
+        }
+        Ok(crate::MetricsAccess {
+            token: self.metrics_token.clone(),
+            open: self.metrics_token.is_none() && mode == Mode::Development,
+        })
+    }
 }
 
 impl WebhookArgs {
@@ -374,6 +465,29 @@ mod webhook_tests {
         let told = settings(&["--webhook-allow-private", "true", "--webhook-allow-http", "true"], Mode::Production);
         let told = told.unwrap();
         assert!(told.address.allow_private && told.address.allow_http);
+    }
+
+    #[derive(Parser)]
+    struct ServeCli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn metrics_access(args: &[&str], mode: Mode) -> Result<crate::MetricsAccess, String> {
+        let cli = ServeCli::try_parse_from(std::iter::once("onramp").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.serve.metrics_access(mode)
+    }
+
+    #[test]
+    fn metrics_are_open_only_in_development_and_a_token_must_be_long() {
+        assert!(metrics_access(&[], Mode::Development).unwrap().open);
+        let production = metrics_access(&[], Mode::Production).unwrap();
+        assert!(!production.open && production.token.is_none(), "production: admin tokens only");
+        let token = metrics_access(&["--metrics-token", "0123456789abcdef"], Mode::Development).unwrap();
+        assert!(!token.open, "a token closes development's open door too");
+        assert_eq!(token.token.as_deref(), Some("0123456789abcdef"));
+        assert!(metrics_access(&["--metrics-token", "short"], Mode::Production).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod metrics;
 pub mod persistence;
 pub mod realtime;
 pub mod service;
@@ -41,19 +42,38 @@ pub struct AppState {
     /// Large GraphQL documents parsed at once, each on a blocking thread (see
     /// `http::execute`): half the cores, so the rest always serve everyone else.
     pub heavy: Arc<tokio::sync::Semaphore>,
+    /// Who may read /metrics.
+    pub metrics_access: MetricsAccess,
+}
+
+/// Who may read /metrics: admin tokens always; with a metrics token, whoever sends it
+/// (a scraper); `open`, anyone (development).
+#[derive(Clone, Default)]
+pub struct MetricsAccess {
+    pub token: Option<String>,
+    pub open: bool,
+}
+
+fn rate_limiter(onramp: &Onramp, limits: &ServerLimits) -> RateLimiter {
+    RateLimiter::new(limits.rate_per_second, limits.rate_burst).counting(onramp.metrics().rate_limited.clone())
 }
 
 impl AppState {
     pub fn new(onramp: Onramp, keys: JwtKeys, graphiql: bool) -> Self {
         let onramp = Arc::new(onramp);
         let limits = ServerLimits::default();
+        if let Some(jwks) = keys.jwks() {
+            onramp.metrics().register(Box::new(jwks.fetches.clone()));
+            onramp.metrics().register(Box::new(jwks.cached_keys.clone()));
+        }
         AppState {
             schema: graphql::build_schema(onramp.clone(), &limits, graphiql),
+            rate_limiter: Arc::new(rate_limiter(&onramp, &limits)),
             onramp,
             keys: Arc::new(keys),
             graphiql,
             ws_init_timeout: Duration::from_secs(10),
-            rate_limiter: Arc::new(RateLimiter::new(limits.rate_per_second, limits.rate_burst)),
+            metrics_access: MetricsAccess::default(),
             heavy: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
             )),
@@ -65,8 +85,14 @@ impl AppState {
     /// nesting limits are the configured ones.
     pub fn with_limits(mut self, limits: ServerLimits) -> Self {
         self.schema = graphql::build_schema(self.onramp.clone(), &limits, self.graphiql);
-        self.rate_limiter = Arc::new(RateLimiter::new(limits.rate_per_second, limits.rate_burst));
+        self.rate_limiter = Arc::new(rate_limiter(&self.onramp, &limits));
         self.limits = limits;
+        self
+    }
+
+    /// Who may read /metrics.
+    pub fn with_metrics_access(mut self, access: MetricsAccess) -> Self {
+        self.metrics_access = access;
         self
     }
 

@@ -322,6 +322,7 @@ fn print_summary(s: &demo_data::Summary, options: &demo_data::Options) {
 async fn serve(cli: Cli, mode: Mode) -> anyhow::Result<()> {
     // Refuse to start without a key before touching anything else.
     let keys = JwtKeys::from_args(&cli.jwt, mode)?;
+    let metrics_access = cli.serve.metrics_access(mode).map_err(|e| anyhow::anyhow!(e))?;
     let url = &cli.database.database_url;
     let db = persistence::connect(url, cli.database.db_max_connections)
         .await
@@ -346,13 +347,22 @@ async fn serve(cli: Cli, mode: Mode) -> anyhow::Result<()> {
     } else {
         Some(onramp.spawn_dispatcher().context("starting the webhook dispatcher")?)
     };
+    // The first requests need not wait for the identity provider; a failure here is not
+    // fatal (the provider may be down for a moment), the next token with a kid tries again.
+    if let Some(jwks) = keys.jwks() {
+        match jwks.prefetch().await {
+            Ok(count) => tracing::info!(url = %jwks.settings().url, keys = count, "identity provider keys loaded"),
+            Err(e) => tracing::warn!(url = %jwks.settings().url, error = %e, "identity provider keys not loaded yet"),
+        }
+    }
     let dev_token = if development { Some(keys.mint("demo-admin", Role::Admin, 7 * 86_400)?) } else { None };
     let listener =
         tokio::net::TcpListener::bind(cli.serve.bind).await.with_context(|| format!("binding {}", cli.serve.bind))?;
     let addr = listener.local_addr()?;
     let state = AppState::new(onramp, keys, development)
         .with_ws_init_timeout(std::time::Duration::from_secs(cli.serve.ws_init_timeout))
-        .with_limits(cli.serve.limits.server());
+        .with_limits(cli.serve.limits.server())
+        .with_metrics_access(metrics_access);
     let app = http::router(state);
     tracing::info!(%addr, database = %redact(url), ?mode, "onramp listening");
     // One stable line for scripts (and tests) that start onramp on port 0.

@@ -51,6 +51,7 @@ pub fn keys() -> JwtKeys {
         role_claim: "role".into(),
         workspace_claim: "workspaces".into(),
         mode: Some(Mode::Production),
+        jwks: Default::default(),
     };
     JwtKeys::from_args(&args, Mode::Production).expect("bench keys")
 }

@@ -1,8 +1,10 @@
 //! Who is calling: JWT verification, claims and roles. The same `Principal` serves HTTP
 //! requests (Authorization header) and websocket connections (connection_init payload).
 
+pub mod jwks;
 mod keys;
 
+pub use jwks::{Jwks, JwksSettings};
 pub use keys::{JwtKeys, KeyError, MIN_SECRET_BYTES};
 
 use crate::error::{AppError, AppResult};

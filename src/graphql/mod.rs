@@ -6,6 +6,7 @@ mod analytics;
 pub mod edge;
 mod events;
 mod experiments;
+mod metered;
 mod onboarding;
 mod parsed;
 mod scalars;
@@ -70,6 +71,8 @@ pub fn build_schema(onramp: Arc<Onramp>, limits: &ServerLimits, development: boo
         builder = builder.disable_suggestions();
     }
     builder
+        // Outermost, so it times the whole request and counts every outcome, refusals included.
+        .extension(metered::Metered(onramp.metrics().clone()))
         .data(onramp)
         // First, so it sees every document, cached or not: the pre-scan must run before the
         // parser, and whether a document may introspect depends on who sends it.

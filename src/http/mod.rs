@@ -1,9 +1,10 @@
 //! HTTP routes: /graphql (POST; GET serves GraphiQL in development, its assets under
-//! /graphiql), /graphql/ws (subscriptions), /healthz and the console (/console).
+//! /graphiql), /graphql/ws (subscriptions), /healthz, /metrics and the console (/console).
 
 mod console;
 mod graphiql;
 mod media;
+mod metrics;
 mod panic;
 pub mod rate_limit;
 mod websocket;
@@ -41,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/graphql/ws", get(graphql_ws))
         .route(&format!("{}/{{file}}", graphiql::ASSETS), get(graphiql_asset))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::scrape))
         .merge(console::routes())
         // For any extractor that reads a body; /graphql reads its own with the same limit.
         .layer(DefaultBodyLimit::max(state.limits.body_bytes))
@@ -68,10 +70,10 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
     }
 }
 
-fn auth_from(state: &AppState, headers: &HeaderMap) -> Auth {
+async fn auth_from(state: &AppState, headers: &HeaderMap) -> Auth {
     match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
         None => Auth::Anonymous,
-        Some(Ok(value)) => match state.keys.verify(value) {
+        Some(Ok(value)) => match state.keys.authenticate(value).await {
             Ok(principal) => Auth::Verified(principal),
             Err(why) => Auth::Rejected(why),
         },
@@ -100,7 +102,7 @@ async fn graphql(State(state): State<AppState>, PeerAddr(peer): PeerAddr, reques
             "a GraphQL request is a POST with `Content-Type: application/json`",
         );
     }
-    let auth = auth_from(&state, &parts.headers);
+    let auth = auth_from(&state, &parts.headers).await;
     // Before the body is read: a refused caller costs a token check, nothing more.
     let caller = Caller::of(&auth, peer);
     if let Err(wait) = state.rate_limiter.take(&caller) {

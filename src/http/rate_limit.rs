@@ -53,6 +53,8 @@ pub struct RateLimiter {
     buckets: Mutex<HashMap<Caller, Bucket>>,
     /// Refusals being held back (see `hold`).
     held: Semaphore,
+    /// Counts refusals, for /metrics.
+    refused: Option<prometheus::IntCounter>,
 }
 
 /// Refusals held back at once; past this a refusal is answered at once. A held refusal
@@ -69,7 +71,14 @@ impl RateLimiter {
             burst: burst.max(1.0),
             buckets: Mutex::new(HashMap::new()),
             held: Semaphore::new(MAX_HELD),
+            refused: None,
         }
+    }
+
+    /// The same limiter, counting its refusals on `refused`.
+    pub fn counting(mut self, refused: prometheus::IntCounter) -> RateLimiter {
+        self.refused = Some(refused);
+        self
     }
 
     /// Holds a refused caller back until the time its Retry-After names (at most a
@@ -87,7 +96,7 @@ impl RateLimiter {
 
     /// Takes one token from the caller's bucket, or says how long until one is there.
     pub fn take(&self, caller: &Caller) -> Result<(), Duration> {
-        self.take_at(caller, 1.0, Instant::now())
+        self.counted(self.take_at(caller, 1.0, Instant::now()))
     }
 
     /// Charges a message of `bytes` (see `cost_of`): it goes ahead when the caller has a
@@ -95,7 +104,16 @@ impl RateLimiter {
     /// one burst deep). Debt rather than refusal, so a document larger than the burst
     /// still runs, once, and the caller then waits until it is repaid.
     pub fn take_for(&self, caller: &Caller, bytes: usize) -> Result<(), Duration> {
-        self.take_at(caller, cost_of(bytes), Instant::now())
+        self.counted(self.take_at(caller, cost_of(bytes), Instant::now()))
+    }
+
+    fn counted(&self, taken: Result<(), Duration>) -> Result<(), Duration> {
+        if taken.is_err()
+            && let Some(refused) = &self.refused
+        {
+            refused.inc();
+        }
+        taken
     }
 
     /// Charges the size of a request body once it has been read, after `take` let the

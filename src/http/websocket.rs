@@ -54,9 +54,9 @@ fn token_from_payload(payload: &Value) -> Option<&str> {
         .or_else(|| object.get("token").and_then(Value::as_str))
 }
 
-fn verify_payload(keys: &JwtKeys, payload: &Value) -> Result<Principal, String> {
+async fn verify_payload(keys: &JwtKeys, payload: &Value) -> Result<Principal, String> {
     let token = token_from_payload(payload).ok_or("connection_init carries no token")?;
-    keys.verify(token)
+    keys.authenticate(token).await
 }
 
 enum Phase {
@@ -69,6 +69,10 @@ enum Phase {
 /// Serves one connection. A panic inside ends this connection only, with 1011 and a
 /// reference to the log line.
 pub async fn serve(socket: WebSocket, protocol: WebSocketProtocols, state: AppState, peer: Option<IpAddr>) {
+    let websockets = state.onramp.metrics().websockets.clone();
+    websockets.inc();
+    // Dropped when the connection ends, however it ends (a panic included).
+    let _open = scopeguard(move || websockets.dec());
     let (mut sink, mut incoming) = socket.split();
     let close = contain_panic(connection(&mut sink, &mut incoming, protocol, state, peer)).await;
     if let Some((code, reason)) = close {
@@ -87,6 +91,19 @@ pub async fn serve(socket: WebSocket, protocol: WebSocketProtocols, state: AppSt
         }
     }
     let _ = sink.close().await;
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 /// Runs a connection's protocol; a panic in it becomes a 1011 close with a reference to
@@ -131,7 +148,7 @@ async fn connection(
         .on_connection_init(move |payload| {
             let keys = keys.clone();
             async move {
-                let principal = verify_payload(&keys, &payload).map_err(async_graphql::Error::new)?;
+                let principal = verify_payload(&keys, &payload).await.map_err(async_graphql::Error::new)?;
                 let mut data = Data::default();
                 data.insert(Auth::Verified(principal));
                 Ok(data)
@@ -183,7 +200,7 @@ async fn connection(
                     match kind {
                         Some("connection_init") => {
                             let payload = parsed.get("payload").cloned().unwrap_or(Value::Null);
-                            match verify_payload(&state.keys, &payload) {
+                            match verify_payload(&state.keys, &payload).await {
                                 Ok(principal) => {
                                     phase = Phase::Ready(expiry(&principal));
                                     caller = Caller::verified(&principal);

@@ -92,7 +92,10 @@ impl Onramp {
             inputs.iter().map(|i| check(i, &self.limits).err().map(EventOutcome::Rejected)).collect();
         let good: Vec<usize> = (0..inputs.len()).filter(|&i| outcomes[i].is_none()).collect();
         if good.is_empty() {
-            return Ok(outcomes.into_iter().map(|o| o.unwrap_or(EventOutcome::Duplicate)).collect());
+            let outcomes: Vec<EventOutcome> =
+                outcomes.into_iter().map(|o| o.unwrap_or(EventOutcome::Duplicate)).collect();
+            self.count_events(&outcomes);
+            return Ok(outcomes);
         }
 
         // Locks are taken in a fixed order, so concurrent batches (and a batch and a
@@ -159,7 +162,21 @@ impl Onramp {
             }
         }
         self.commit_and_announce(txn, News::Owners(changed.into_iter().collect())).await?;
-        Ok(outcomes.into_iter().map(|o| o.unwrap_or(EventOutcome::Duplicate)).collect())
+        let outcomes: Vec<EventOutcome> = outcomes.into_iter().map(|o| o.unwrap_or(EventOutcome::Duplicate)).collect();
+        self.count_events(&outcomes);
+        Ok(outcomes)
+    }
+
+    /// Counts a batch's outcomes for /metrics, once it is committed.
+    fn count_events(&self, outcomes: &[EventOutcome]) {
+        for outcome in outcomes {
+            let status = match outcome {
+                EventOutcome::New(_) => "new",
+                EventOutcome::Duplicate => "duplicate",
+                EventOutcome::Rejected(_) => "rejected",
+            };
+            self.metrics().events.with_label_values(&[status]).inc();
+        }
     }
 
     /// Stores the good events of a batch in one statement and sets their outcomes: NEW,

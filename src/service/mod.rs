@@ -8,6 +8,7 @@ mod demo;
 mod events;
 mod experiments;
 mod flows;
+mod metrics;
 mod points;
 mod progress;
 mod subjects;
@@ -48,6 +49,8 @@ pub struct Onramp {
     webhooks: crate::webhooks::WebhookSettings,
     /// Notified after a commit that may have written outbox rows: wakes the dispatcher.
     outbox_written: Arc<tokio::sync::Notify>,
+    /// What /metrics reports; the HTTP edge and the schema count into it too.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Onramp {
@@ -62,7 +65,12 @@ impl Onramp {
             limits: Limits::default(),
             webhooks: crate::webhooks::WebhookSettings::default(),
             outbox_written: Arc::new(tokio::sync::Notify::new()),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// The same engine with these webhook settings (the defaults allow public https

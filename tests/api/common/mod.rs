@@ -125,6 +125,7 @@ pub fn jwt_args() -> JwtArgs {
         // Not the default, so the tests show the claim is configurable.
         workspace_claim: WORKSPACE_CLAIM.into(),
         mode: Some(Mode::Production),
+        jwks: Default::default(),
     }
 }
 
