@@ -9,6 +9,7 @@ pub mod domain;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod nudges;
 pub mod persistence;
 pub mod realtime;
 pub mod service;

@@ -7,6 +7,7 @@ pub mod condition;
 pub mod experiments;
 pub mod flow;
 pub mod limits;
+pub mod nudges;
 pub mod owner;
 pub mod progress;
 pub mod rollup;

@@ -5,6 +5,7 @@ mod admin;
 mod analytics;
 pub mod edge;
 mod events;
+pub(crate) mod nudges;
 mod experiments;
 mod onboarding;
 mod parsed;
@@ -28,6 +29,7 @@ pub struct Query(
     experiments::ExperimentQuery,
     analytics::AnalyticsQuery,
     webhooks::WebhookQuery,
+    nudges::NudgeQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -37,6 +39,7 @@ pub struct Mutation(
     admin::AdminMutation,
     experiments::ExperimentMutation,
     webhooks::WebhookMutation,
+    nudges::NudgeMutation,
 );
 
 pub type OnrampSchema = Schema<Query, Mutation, subscription::Subscription>;

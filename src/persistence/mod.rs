@@ -7,6 +7,7 @@ pub mod enrollments;
 pub mod events;
 pub mod experiments;
 pub mod flows;
+pub mod nudges;
 pub mod outbox;
 pub mod points;
 pub mod rollup;

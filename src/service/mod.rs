@@ -8,6 +8,7 @@ mod demo;
 mod events;
 mod experiments;
 mod flows;
+mod nudges;
 mod points;
 mod progress;
 mod subjects;
@@ -27,6 +28,7 @@ pub use analytics::{
 pub use demo::demo_flow_definition;
 pub use events::{CompletedStep, EventInput, EventOutcome, MAX_EVENT_BATCH};
 pub use experiments::ExperimentReport;
+pub use nudges::{MAX_LOG_PAGE as MAX_NUDGE_LOG_PAGE, TickReport, nudge_topic, outcome as nudge_outcome};
 pub use points::PointsBalance;
 pub use versions::MigrationReport;
 pub use webhooks::{DeliveryPage, LoggedDelivery, NewEndpoint, WebhookDeliveriesQuery};
@@ -48,6 +50,8 @@ pub struct Onramp {
     webhooks: crate::webhooks::WebhookSettings,
     /// Notified after a commit that may have written outbox rows: wakes the dispatcher.
     outbox_written: Arc<tokio::sync::Notify>,
+    /// Caps, quiet hours and the engine's clock (see `nudges::NudgeSettings`).
+    nudges: crate::nudges::NudgeSettings,
 }
 
 impl Onramp {
@@ -62,6 +66,7 @@ impl Onramp {
             limits: Limits::default(),
             webhooks: crate::webhooks::WebhookSettings::default(),
             outbox_written: Arc::new(tokio::sync::Notify::new()),
+            nudges: crate::nudges::NudgeSettings::default(),
         }
     }
 

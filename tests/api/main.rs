@@ -18,6 +18,7 @@ mod fuzz;
 mod hardening;
 mod http_spec;
 mod limits;
+mod nudges;
 mod points;
 mod progress;
 mod rollup;
