@@ -16,7 +16,7 @@ pub struct WebhookEndpoint {
     pub id: ID,
     pub url: String,
     /// `*` (every event type) or event types: step.completed, step.skipped,
-    /// onboarding.completed, onboarding.skipped.
+    /// onboarding.completed, onboarding.skipped, nudge.due.
     pub event_types: Vec<String>,
     pub description: Option<String>,
     pub enabled: bool,

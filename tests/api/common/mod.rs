@@ -169,11 +169,12 @@ impl TestApp {
         TestApp::postgres_full_with(test_limits(), webhooks, Some(nudges)).await
     }
 
-    /// A webhook server also runs a nudge scheduler on the same clock, so every event
-    /// type, nudge.due included, can be delivered.
+    /// A webhook server also runs a nudge scheduler, so every event type, nudge.due
+    /// included, can be delivered. Its clock (the engine's time) is its own: moving it
+    /// brings nudges due without moving the timestamps deliveries are signed with.
     fn nudges_for(webhooks: &Option<WebhookSettings>) -> Option<NudgeSettings> {
-        webhooks.as_ref().map(|w| NudgeSettings {
-            clock: w.clock.clone(),
+        webhooks.as_ref().map(|_| NudgeSettings {
+            clock: onramp::clock::Clock::adjustable(),
             quiet_hours: None,
             poll_interval: std::time::Duration::from_millis(20),
             ..NudgeSettings::default()
