@@ -77,7 +77,9 @@ impl MigrationTrait for Migration {
             .await?;
         // A subject's log and recent sends (the fatigue budget), newest first.
         manager
-            .create_index(Index::create().name("nudge_log_subject").table("nudge_log").col("subject_id").col("at").to_owned())
+            .create_index(
+                Index::create().name("nudge_log_subject").table("nudge_log").col("subject_id").col("at").to_owned(),
+            )
             .await?;
         // Results per rule.
         manager

@@ -25,7 +25,9 @@ pub struct Nudge {
     pub flow_key: String,
     /// The rule's key in the flow's `nudges.rules`.
     pub rule_key: String,
+    /// The rule's title, to show.
     pub title: String,
+    /// The rule's message, to show.
     pub message: String,
     /// When it was sent.
     pub sent_at: DateTime<Utc>,
@@ -80,11 +82,15 @@ impl NudgeOutcome {
 pub struct NudgeLogEntry {
     /// Orders the log (newest has the highest); pass as `before` for the next page.
     pub id: ID,
+    /// The flow the rule belongs to.
     pub flow_key: String,
+    /// The flow version whose rule it was.
     pub flow_version: i32,
+    /// The rule's key in the flow's `nudges.rules`.
     pub rule_key: String,
     /// Which reminder of the rule since the subject's last progress (1 for the first).
     pub occurrence: i32,
+    /// What the scheduler did with it.
     pub outcome: NudgeOutcome,
     /// in_app, webhook or both.
     pub channel: String,
@@ -92,6 +98,7 @@ pub struct NudgeLogEntry {
     pub at: DateTime<Utc>,
     /// For SUPPRESSED_BY_QUIET_HOURS: when the quiet hours end and the nudge is due again.
     pub until: Option<DateTime<Utc>>,
+    /// The rule's title when the entry was made.
     pub title: String,
 }
 
@@ -113,12 +120,15 @@ pub struct NudgeGroupResult {
 /// The lift of one nudge rule: subjects nudged against subjects held out.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct NudgeResult {
+    /// The rule's key in the flow's `nudges.rules`.
     pub rule_key: String,
     /// not_started, no_progress, stuck or abandoned.
     pub trigger: String,
     /// The rule's holdout percentage.
     pub holdout_percent: i32,
+    /// Enrollments that were nudged.
     pub sent: NudgeGroupResult,
+    /// Enrollments held out (the control group).
     pub held_out: NudgeGroupResult,
     /// Sent completion rate minus held-out completion rate; null when either group is empty.
     pub lift: Option<f64>,
@@ -172,7 +182,8 @@ fn log_line(e: &LogEntry) -> Option<NudgeLogEntry> {
 }
 
 fn parse_id(id: &ID, what: &str) -> Result<i64, AppError> {
-    id.parse::<i64>().map_err(|_| AppError::invalid(format!("`{}` is not a {what} id", crate::domain::limits::shorten(id))))
+    id.parse::<i64>()
+        .map_err(|_| AppError::invalid(format!("`{}` is not a {what} id", crate::domain::limits::shorten(id))))
 }
 
 #[derive(Default)]
@@ -186,8 +197,8 @@ impl NudgeQuery {
     async fn nudges(
         &self,
         ctx: &Context<'_>,
-        subject_id: Option<ID>,
-        workspace_id: Option<ID>,
+        #[graphql(desc = "Whose nudges (admin and service callers only); default: the caller.")] subject_id: Option<ID>,
+        #[graphql(desc = "Also the nudges of this workspace (a user must be a member).")] workspace_id: Option<ID>,
         #[graphql(default = 20, desc = "How many, 1 to 50.")] first: i32,
     ) -> Result<Vec<Nudge>> {
         let party = party(ctx, subject_id.as_ref(), workspace_id.as_ref())?;
@@ -205,7 +216,7 @@ impl NudgeQuery {
     async fn nudge_log(
         &self,
         ctx: &Context<'_>,
-        subject_id: ID,
+        #[graphql(desc = "The user (or, with `workspace: true`, the workspace) whose log to read.")] subject_id: ID,
         #[graphql(default = false, desc = "subjectId names a workspace.")] workspace: bool,
         #[graphql(desc = "Entries older than this entry id (the last id of the previous page).")] before: Option<ID>,
         #[graphql(default = 50, desc = "How many, 1 to 200.")] first: i32,
@@ -230,7 +241,7 @@ impl NudgeQuery {
     async fn nudge_results(
         &self,
         ctx: &Context<'_>,
-        flow_key: String,
+        #[graphql(desc = "The flow whose active version's rules are reported.")] flow_key: String,
         #[graphql(default = 168, desc = "The completion window after the nudge, in hours (1 to 8760).")]
         window_hours: i32,
     ) -> Result<Vec<NudgeResult>> {
@@ -251,9 +262,9 @@ impl NudgeMutation {
     async fn dismiss_nudge(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        subject_id: Option<ID>,
-        workspace_id: Option<ID>,
+        #[graphql(desc = "The nudge's id, from `nudges`.")] id: ID,
+        #[graphql(desc = "Whose nudge (admin and service callers only); default: the caller.")] subject_id: Option<ID>,
+        #[graphql(desc = "For a nudge of this workspace (a user must be a member).")] workspace_id: Option<ID>,
     ) -> Result<Nudge> {
         let party = party(ctx, subject_id.as_ref(), workspace_id.as_ref())?;
         let id = parse_id(&id, "nudge")?;
@@ -277,7 +288,9 @@ pub fn received(
     }
     let watches: Vec<_> = topics.iter().map(|t| onramp.realtime().hub().watch(t)).collect();
     let signals = futures_util::stream::select_all(
-        watches.into_iter().map(|w| futures_util::stream::unfold(w, |mut w| async move { w.next().await.map(|s| (s, w)) }).boxed()),
+        watches
+            .into_iter()
+            .map(|w| futures_util::stream::unfold(w, |mut w| async move { w.next().await.map(|s| (s, w)) }).boxed()),
     );
     let reads = futures_util::stream::once(async {}).chain(signals.map(|_| ())).then(move |()| {
         let (onramp, party) = (onramp.clone(), party.clone());

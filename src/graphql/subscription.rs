@@ -57,8 +57,8 @@ impl Subscription {
     async fn nudge_received(
         &self,
         ctx: &Context<'_>,
-        subject_id: Option<ID>,
-        workspace_id: Option<ID>,
+        #[graphql(desc = "Whose nudges (admin and service callers only); default: the caller.")] subject_id: Option<ID>,
+        #[graphql(desc = "Also the nudges of this workspace (a user must be a member).")] workspace_id: Option<ID>,
     ) -> Result<impl Stream<Item = Result<super::nudges::Nudge>> + use<>> {
         let party = party(ctx, subject_id.as_ref(), workspace_id.as_ref())?;
         Ok(super::nudges::received(onramp(ctx).clone(), party))

@@ -133,7 +133,8 @@ pub async fn reschedule(
     number: i32,
     due_at: Option<DateTime<Utc>>,
 ) -> Result<(), DbErr> {
-    let sql = "UPDATE nudge_schedule SET anchor_at = $1, number = $2, due_at = $3 WHERE enrollment_id = $4 AND rule_key = $5";
+    let sql =
+        "UPDATE nudge_schedule SET anchor_at = $1, number = $2, due_at = $3 WHERE enrollment_id = $4 AND rule_key = $5";
     let values = vec![anchor_at.into(), number.into(), due_at.into(), enrollment_id.into(), rule_key.into()];
     db.execute_raw(statement(db, sql, values)).await?;
     Ok(())
@@ -259,9 +260,8 @@ pub async fn log_of(
     before: Option<i64>,
     limit: u64,
 ) -> Result<Vec<LogEntry>, DbErr> {
-    let sql = format!(
-        "SELECT {LOG_COLUMNS} FROM nudge_log WHERE subject_id = $1 AND id < $2 ORDER BY id DESC LIMIT {limit}"
-    );
+    let sql =
+        format!("SELECT {LOG_COLUMNS} FROM nudge_log WHERE subject_id = $1 AND id < $2 ORDER BY id DESC LIMIT {limit}");
     let values = vec![subject_id.into(), before.unwrap_or(i64::MAX).into()];
     db.query_all_raw(statement(db, sql, values)).await?.iter().map(log_entry).collect()
 }

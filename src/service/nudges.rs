@@ -96,8 +96,7 @@ impl Onramp {
         let claimed: Vec<ScheduleRow> = claimed.into_iter().filter(|r| mine.contains(&r.subject_id)).collect();
         let records = enrollments::by_ids(&txn, claimed.iter().map(|r| r.enrollment_id).collect(), false).await?;
         let records: HashMap<i64, EnrollmentRecord> = records.into_iter().map(|r| (r.id, r)).collect();
-        let flow_ids: Vec<i64> =
-            records.values().map(|r| r.flow_id).collect::<HashSet<_>>().into_iter().collect();
+        let flow_ids: Vec<i64> = records.values().map(|r| r.flow_id).collect::<HashSet<_>>().into_iter().collect();
         let flows: HashMap<i64, FlowRecord> =
             self.flows.by_ids(&txn, flow_ids).await?.into_iter().map(|f| (f.id, f)).collect();
         let subject_ids: Vec<i64> = mine.iter().copied().collect();
@@ -181,14 +180,28 @@ impl Onramp {
                 let row = item.row;
                 let kind = match decision {
                     Decision::WaitUntil(until) => {
-                        let mut entry =
-                            log_entry(row, subject, item.flow, item.rule, &item.due, outcome::SUPPRESSED_BY_QUIET_HOURS, now);
+                        let mut entry = log_entry(
+                            row,
+                            subject,
+                            item.flow,
+                            item.rule,
+                            &item.due,
+                            outcome::SUPPRESSED_BY_QUIET_HOURS,
+                            now,
+                        );
                         entry.occurrence.push_str(":quiet");
                         entry.until = Some(until);
                         store::log(&txn, &entry).await?;
                         let number = item.due.number as i32;
-                        store::reschedule(&txn, row.enrollment_id, &row.rule_key, Some(item.due.anchor), number, Some(until))
-                            .await?;
+                        store::reschedule(
+                            &txn,
+                            row.enrollment_id,
+                            &row.rule_key,
+                            Some(item.due.anchor),
+                            number,
+                            Some(until),
+                        )
+                        .await?;
                         continue;
                     }
                     Decision::Send => outcome::SENT,

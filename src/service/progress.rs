@@ -41,8 +41,7 @@ impl Onramp {
         if let Some(a) = assignment.as_ref().filter(|_| flow.definition.admits(&attributes)) {
             self.expose(&self.db, a, &key, self.now()).await?;
         }
-        let preview =
-            (!facts.is_empty()).then(|| triggers::preview(&flow.definition, &attributes, &facts, self.now()));
+        let preview = (!facts.is_empty()).then(|| triggers::preview(&flow.definition, &attributes, &facts, self.now()));
         Ok(Snapshot {
             owner,
             flow,

@@ -99,10 +99,7 @@ async fn settle(app: &TestApp) {
             "SELECT due_at FROM nudge_schedule WHERE due_at IS NOT NULL".to_string(),
         );
         let rows = app.db.query_all_raw(statement).await.expect("schedule");
-        let due = rows
-            .iter()
-            .filter(|r| r.try_get_by::<DateTime<Utc>, _>("due_at").expect("due_at") <= now)
-            .count();
+        let due = rows.iter().filter(|r| r.try_get_by::<DateTime<Utc>, _>("due_at").expect("due_at") <= now).count();
         if due == 0 {
             return;
         }
@@ -189,10 +186,8 @@ async fn no_progress_repeats_up_to_its_count_and_progress_restarts_it(app: TestA
     settle(&app).await;
     advance(&app, 72);
     settle(&app).await;
-    let sent = vec![
-        line("alice", "welcome", "keep-going", 1, "SENT"),
-        line("alice", "welcome", "keep-going", 2, "SENT"),
-    ];
+    let sent =
+        vec![line("alice", "welcome", "keep-going", 1, "SENT"), line("alice", "welcome", "keep-going", 2, "SENT")];
     assert_eq!(log(&app).await, sent, "twice, then no more");
     app.complete_as("alice", "welcome", "tour").await;
     advance(&app, 23);
@@ -317,8 +312,7 @@ async fn the_budget_goes_to_the_higher_priority_flow(app: TestApp) {
     assert!(outcomes.contains(&("low", "SUPPRESSED_BY_CAP")) && outcomes.contains(&("high", "SENT")));
     assert_eq!(app.code(Some(&app.user("alice")), query, json!({"s": "alice"})).await, "FORBIDDEN");
     // A day later the budget is back, for the next nudge that comes due.
-    app.publish(flow("third", 0, json!([rule("third-start", json!({"kind": "not_started", "after": "26h"}))])))
-        .await;
+    app.publish(flow("third", 0, json!([rule("third-start", json!({"kind": "not_started", "after": "26h"}))]))).await;
     app.start_as("alice", "third").await;
     advance(&app, 27);
     settle(&app).await;
@@ -347,7 +341,10 @@ async fn quiet_hours_hold_nudges_in_the_subjects_zone(app: TestApp) {
     lines.sort();
     assert_eq!(
         lines,
-        vec![line("alice", "welcome", "start", 1, "SUPPRESSED_BY_QUIET_HOURS"), line("bob", "welcome", "start", 1, "SENT")]
+        vec![
+            line("alice", "welcome", "start", 1, "SUPPRESSED_BY_QUIET_HOURS"),
+            line("bob", "welcome", "start", 1, "SENT")
+        ]
     );
     let until = app.text("SELECT CAST(until AS TEXT) FROM nudge_log WHERE outcome = 'SUPPRESSED_BY_QUIET_HOURS'").await;
     // 08:00 in Berlin is 07:00 UTC in winter, 06:00 UTC in summer.
@@ -427,9 +424,15 @@ async fn results_compare_sent_with_held_out(app: TestApp) {
     assert!(close(&r["pValue"], 0.157_299_207), "{r:#}");
     // Wilson 95% for 3/4 and 1/4.
     assert!(close(&r["sent"]["intervalLow"], 0.300_641_843) && close(&r["sent"]["intervalHigh"], 0.954_412_16));
-    assert!(close(&r["heldOut"]["intervalLow"], 1.0 - 0.954_412_16) && close(&r["heldOut"]["intervalHigh"], 1.0 - 0.300_641_843));
+    assert!(
+        close(&r["heldOut"]["intervalLow"], 1.0 - 0.954_412_16)
+            && close(&r["heldOut"]["intervalHigh"], 1.0 - 0.300_641_843)
+    );
     assert!(r["warning"].is_string(), "four per group is too few");
-    assert_eq!(app.code(Some(&app.admin()), query.replace("168", "0").as_str(), json!({"f": "welcome"})).await, "VALIDATION_FAILED");
+    assert_eq!(
+        app.code(Some(&app.admin()), query.replace("168", "0").as_str(), json!({"f": "welcome"})).await,
+        "VALIDATION_FAILED"
+    );
 }
 
 /// Two schedulers on one PostgreSQL database, racing for the same due nudges: every

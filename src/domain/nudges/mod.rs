@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::condition::Condition;
 
-pub use fatigue::{Caps, Candidate, Decision, QuietHours, decide, in_holdout, quiet_until, time_zone};
+pub use fatigue::{Candidate, Caps, Decision, QuietHours, decide, in_holdout, quiet_until, time_zone};
 pub use parse::{codes, parse_duration, parse_plan};
 pub use results::{RuleResult, Unit, rule_result};
 pub use schedule::{Due, catch_up, following, holds, next_due, schedule_for};

@@ -37,12 +37,8 @@ fn add(problems: &mut Vec<Problem>, path: impl Into<String>, code: &'static str,
 /// form `<n>` followed by `m`, `h`, `d` or `w` (`24h`, `7d`). Years and months are refused:
 /// their length varies.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!(
-            "`{}` is not a duration: use ISO 8601 such as PT24H or P7D, or 30m, 24h, 7d, 2w",
-            shorten(raw)
-        )
-    };
+    let bad =
+        || format!("`{}` is not a duration: use ISO 8601 such as PT24H or P7D, or 30m, 24h, 7d, 2w", shorten(raw));
     let seconds = if let Some(rest) = raw.strip_prefix('P') {
         iso_seconds(rest).ok_or_else(bad)?
     } else {
@@ -188,7 +184,12 @@ fn parse_rule(
         return None;
     };
     let before = problems.len();
-    unknown_fields(obj, at, &["key", "trigger", "condition", "title", "message", "channel", "holdoutPercent"], problems);
+    unknown_fields(
+        obj,
+        at,
+        &["key", "trigger", "condition", "title", "message", "channel", "holdoutPercent"],
+        problems,
+    );
     let key = match obj.get("key") {
         Some(Value::String(k)) if is_valid_key(k) => Some(k.clone()),
         Some(Value::String(k)) => {
@@ -228,7 +229,12 @@ fn parse_rule(
             None
         }),
         Some(_) => {
-            add(problems, format!("{at}.channel"), flow_codes::WRONG_TYPE, "channel is a string: in_app, webhook or both");
+            add(
+                problems,
+                format!("{at}.channel"),
+                flow_codes::WRONG_TYPE,
+                "channel is a string: in_app, webhook or both",
+            );
             None
         }
     };
@@ -336,7 +342,12 @@ fn parse_trigger(
             let step = match obj.get("step") {
                 Some(Value::String(s)) if steps.contains_key(s) => Some(s.clone()),
                 Some(Value::String(s)) => {
-                    add(problems, format!("{at}.step"), UNKNOWN_NUDGE_STEP, format!("no step has the key `{}`", shorten(s)));
+                    add(
+                        problems,
+                        format!("{at}.step"),
+                        UNKNOWN_NUDGE_STEP,
+                        format!("no step has the key `{}`", shorten(s)),
+                    );
                     None
                 }
                 Some(_) => {
@@ -375,7 +386,12 @@ fn duration_inner(
             }
         },
         Some(_) => {
-            add(problems, format!("{at}.{field}"), INVALID_DURATION, format!("`{field}` is a duration string such as \"24h\" or \"P7D\""));
+            add(
+                problems,
+                format!("{at}.{field}"),
+                INVALID_DURATION,
+                format!("`{field}` is a duration string such as \"24h\" or \"P7D\""),
+            );
             None
         }
     }

@@ -36,8 +36,7 @@ pub fn rule_result(units: &[Unit], window: Duration) -> RuleResult {
         let group = units.iter().filter(|u| u.held_out == held_out);
         Proportion {
             trials: group.clone().count() as i64,
-            successes: group.filter(|u| u.completed_at.is_some_and(|c| c >= u.at && c <= u.at + window)).count()
-                as i64,
+            successes: group.filter(|u| u.completed_at.is_some_and(|c| c >= u.at && c <= u.at + window)).count() as i64,
         }
     };
     let (sent, held_out) = (count(false), count(true));

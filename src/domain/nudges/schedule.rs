@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use super::{NudgeRule, NudgeTrigger};
 use crate::domain::condition::Facts;
-use crate::domain::progress::{self, Enrollment, EnrollmentStatus};
 use crate::domain::flow::FlowDefinition;
+use crate::domain::progress::{self, Enrollment, EnrollmentStatus};
 
 /// One occurrence of a rule: the `number`th reminder measured from `anchor`, due `at`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,7 +24,12 @@ pub struct Due {
 /// The anchor the rule measures from in this enrollment; None when it does not apply
 /// (the flow is finished or dismissed, the condition fails, the trigger's state is not
 /// there).
-fn anchor(rule: &NudgeRule, flow: &FlowDefinition, attributes: &Value, enrollment: &Enrollment) -> Option<DateTime<Utc>> {
+fn anchor(
+    rule: &NudgeRule,
+    flow: &FlowDefinition,
+    attributes: &Value,
+    enrollment: &Enrollment,
+) -> Option<DateTime<Utc>> {
     if enrollment.status != EnrollmentStatus::InProgress {
         return None;
     }

@@ -73,7 +73,27 @@ fn durations_read_iso_8601_and_the_short_form() {
     assert_eq!(ok("7d"), Duration::days(7));
     assert_eq!(ok("30m"), Duration::minutes(30));
     assert_eq!(ok("2w"), Duration::days(14));
-    for bad in ["", "P", "PT", "P1M", "P1Y", "PT1H1H", "PT1M1H", "1x", "h", "-1h", "+2d", "1.5h", "P1DT", "1 h", "99999999999d", "PT10S", "400d", "24H", "é"] {
+    for bad in [
+        "",
+        "P",
+        "PT",
+        "P1M",
+        "P1Y",
+        "PT1H1H",
+        "PT1M1H",
+        "1x",
+        "h",
+        "-1h",
+        "+2d",
+        "1.5h",
+        "P1DT",
+        "1 h",
+        "99999999999d",
+        "PT10S",
+        "400d",
+        "24H",
+        "é",
+    ] {
         assert!(parse_duration(bad).is_err(), "{bad:?} must be refused");
     }
     assert_eq!(format_duration(Duration::days(7)), "P7D");
@@ -95,12 +115,18 @@ fn a_complete_plan_parses_and_reads_back_the_same() {
     assert_eq!(f.nudges.priority, 5);
     assert_eq!(f.nudges.rules.len(), 4);
     assert_eq!(f.nudges.rules[0].channel, Channel::Both);
-    assert_eq!(f.nudges.rules[1].trigger, NudgeTrigger::NoProgress { after: Duration::days(2), every: Duration::days(1), max_count: 3 });
+    assert_eq!(
+        f.nudges.rules[1].trigger,
+        NudgeTrigger::NoProgress { after: Duration::days(2), every: Duration::days(1), max_count: 3 }
+    );
     assert_eq!(f.nudges.rules[2].trigger, NudgeTrigger::Stuck { step: "invite".into(), after: Duration::hours(36) });
     assert_eq!(f.nudges.rules[3].holdout_percent, 20);
     assert!(f.nudges.rules[3].condition.is_some());
     let stored = f.to_json();
-    assert_eq!(stored["nudges"]["rules"][1]["trigger"], json!({"kind": "no_progress", "after": "P2D", "every": "P1D", "maxCount": 3}));
+    assert_eq!(
+        stored["nudges"]["rules"][1]["trigger"],
+        json!({"kind": "no_progress", "after": "P2D", "every": "P1D", "maxCount": 3})
+    );
     assert_eq!(stored["nudges"]["rules"][0]["trigger"]["after"], "P1D");
     assert_eq!(parse_flow(&stored).unwrap(), f, "the stored form reads back as the same definition");
 }
@@ -111,7 +137,10 @@ fn defaults_and_an_absent_section() {
     let r = &f.nudges.rules[0];
     assert_eq!(r.channel, Channel::InApp);
     assert_eq!(r.holdout_percent, 0);
-    assert_eq!(r.trigger, NudgeTrigger::NoProgress { after: Duration::hours(6), every: Duration::hours(6), max_count: 1 });
+    assert_eq!(
+        r.trigger,
+        NudgeTrigger::NoProgress { after: Duration::hours(6), every: Duration::hours(6), max_count: 1 }
+    );
     let plain = parse_flow(&json!({"key": "k", "title": "T", "steps": [{"key": "a", "title": "A"}]})).unwrap();
     assert!(plain.nudges.is_empty());
     assert!(plain.to_json().get("nudges").is_none(), "a flow without nudges stores as before");
@@ -119,8 +148,8 @@ fn defaults_and_an_absent_section() {
 
 #[test]
 fn every_problem_has_a_path_and_a_code() {
-    use codes::*;
     use crate::domain::validation::codes::*;
+    use codes::*;
     assert_eq!(codes(json!([])), pairs(&[("$.nudges", INVALID_NUDGE)]));
     assert_eq!(
         codes(json!({"priority": 5000, "rules": "x", "extra": 1})),
@@ -166,9 +195,14 @@ fn every_problem_has_a_path_and_a_code() {
             ("$.nudges.rules[0].trigger.maxCount", INVALID_NUDGE),
         ])
     );
-    assert_eq!(codes(json!({"rules": [rule(json!({"kind": "abandoned"}))]})), pairs(&[("$.nudges.rules[0].trigger.after", MISSING_FIELD)]));
     assert_eq!(
-        codes(json!({"rules": [{"key": "r", "trigger": {"kind": "abandoned", "after": "1d"}, "title": "T", "message": "M", "condition": {"steps.nope.status": "COMPLETED"}}]})),
+        codes(json!({"rules": [rule(json!({"kind": "abandoned"}))]})),
+        pairs(&[("$.nudges.rules[0].trigger.after", MISSING_FIELD)])
+    );
+    assert_eq!(
+        codes(
+            json!({"rules": [{"key": "r", "trigger": {"kind": "abandoned", "after": "1d"}, "title": "T", "message": "M", "condition": {"steps.nope.status": "COMPLETED"}}]})
+        ),
         pairs(&[("$.nudges.rules[0].condition.steps.nope.status", UNKNOWN_ANSWER_REFERENCE)])
     );
     assert_eq!(codes(json!({"rules": [{"key": "r"}]})).len(), 3, "trigger, title and message are required");
@@ -268,7 +302,9 @@ fn finishing_or_dismissing_the_flow_cancels_every_rule() {
 
 #[test]
 fn a_condition_decides_whether_the_rule_applies_at_all() {
-    let f = flow(json!([{"key": "r", "trigger": {"kind": "abandoned", "after": "1d"}, "title": "T", "message": "M", "condition": {"plan": "pro"}}]));
+    let f = flow(
+        json!([{"key": "r", "trigger": {"kind": "abandoned", "after": "1d"}, "title": "T", "message": "M", "condition": {"plan": "pro"}}]),
+    );
     let r = &f.nudges.rules[0];
     let e = enrolled(&f);
     assert_eq!(next_due(r, &f, &json!({"plan": "free"}), &e), None);

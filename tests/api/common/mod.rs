@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use onramp::auth::{JwtKeys, Role};
 use onramp::config::{JwtArgs, Mode, ServerLimits};
-use onramp::service::Onramp;
 use onramp::nudges::{NudgeSettings, SchedulerHandle};
+use onramp::service::Onramp;
 use onramp::webhooks::{DispatcherHandle, WebhookSettings};
 use onramp::{AppState, http, persistence};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
