@@ -480,3 +480,27 @@ async fn two_schedulers_never_send_an_occurrence_twice() {
     assert_eq!(app.count("SELECT COUNT(*) FROM outbox WHERE kind = 'nudge_due'").await, 500);
     other.shutdown().await;
 }
+
+both_nudges!(settings => a_new_in_app_nudge_is_pushed_to_its_subscriber);
+
+async fn a_new_in_app_nudge_is_pushed_to_its_subscriber(app: TestApp) {
+    use crate::common::ws::{TRANSPORT_WS, WsClient};
+    let start = json!({"key": "start", "trigger": {"kind": "not_started", "after": "1h"}, "title": "Say hello",
+        "message": "M"});
+    app.publish(flow("welcome", 0, json!([start]))).await;
+    app.start_as("alice", "welcome").await;
+    app.start_as("bob", "welcome").await;
+    let mut alice = WsClient::authorized(app.addr, TRANSPORT_WS, &app.user("alice")).await;
+    alice.subscribe("n", "subscription { nudgeReceived { id flowKey ruleKey title } }", json!({})).await;
+    // Nothing is pending yet: the subscription starts quiet.
+    alice.expect_silence(Duration::from_millis(300)).await;
+    advance(&app, 2);
+    let payload = alice.payload("n").await;
+    let nudge = &payload["data"]["nudgeReceived"];
+    assert_eq!(nudge["title"], "Say hello", "{payload:#}");
+    assert_eq!(nudge["flowKey"], "welcome");
+    assert_eq!(pending(&app, "alice").await[0]["id"], nudge["id"]);
+    // Bob's nudge is not alice's: she hears nothing more.
+    settle(&app).await;
+    alice.expect_silence(Duration::from_millis(300)).await;
+}
