@@ -504,3 +504,51 @@ async fn a_new_in_app_nudge_is_pushed_to_its_subscriber(app: TestApp) {
     settle(&app).await;
     alice.expect_silence(Duration::from_millis(300)).await;
 }
+
+crate::both!(bad_rules_are_refused_with_paths_and_stored_rules_read_back);
+
+async fn bad_rules_are_refused_with_paths_and_stored_rules_read_back(app: TestApp) {
+    let admin = app.admin();
+    let publish = "mutation($d: JSON!) { publishFlow(definition: $d) { version definition } }";
+    let bad = flow(
+        "welcome",
+        0,
+        json!([
+            rule("a", json!({"kind": "no_progress", "after": "soon"})),
+            rule("a", json!({"kind": "stuck", "step": "nowhere", "after": "1d"})),
+            {"key": "b", "trigger": {"kind": "abandoned", "after": "1d"}, "title": "T", "message": "x".repeat(2001)}
+        ]),
+    );
+    let error = app.error(Some(&admin), publish, json!({"d": bad})).await;
+    assert_eq!(error["extensions"]["code"], "VALIDATION_FAILED");
+    let codes: Vec<(&str, &str)> = error["extensions"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["path"].as_str().unwrap(), p["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            ("$.nudges.rules[0].trigger.after", "INVALID_DURATION"),
+            ("$.nudges.rules[1].key", "DUPLICATE_NUDGE_KEY"),
+            ("$.nudges.rules[1].trigger.step", "UNKNOWN_NUDGE_STEP"),
+            ("$.nudges.rules[2].message", "NUDGE_TEXT_TOO_LONG"),
+        ],
+        "{error:#}"
+    );
+    let many: Vec<Value> =
+        (0..21).map(|i| rule(&format!("r{i}"), json!({"kind": "abandoned", "after": "1d"}))).collect();
+    let error = app.error(Some(&admin), publish, json!({"d": flow("welcome", 0, json!(many))})).await;
+    assert_eq!(error["extensions"]["problems"][0]["code"], "TOO_MANY_NUDGES");
+    // Accepted shorthand is stored in its canonical form, which reads back as the same rules.
+    let good = flow("welcome", 3, json!([rule("a", json!({"kind": "no_progress", "after": "36h", "maxCount": 2}))]));
+    let stored = app.ok(&admin, publish, json!({"d": good})).await["publishFlow"]["definition"].clone();
+    assert_eq!(
+        stored["nudges"],
+        json!({"priority": 3, "rules": [{"key": "a", "trigger": {"kind": "no_progress", "after": "PT36H", "every": "PT36H",
+            "maxCount": 2}, "title": "a title", "message": "Come back", "channel": "both", "holdoutPercent": 0}]})
+    );
+    let again = app.ok(&admin, publish, json!({"d": stored})).await["publishFlow"]["definition"].clone();
+    assert_eq!(again["nudges"], stored["nudges"]);
+}
