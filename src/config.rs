@@ -214,8 +214,12 @@ impl WebhookArgs {
             concurrency: self.webhook_concurrency.max(1),
             endpoint_concurrency: self.webhook_endpoint_concurrency.max(1),
             poll_interval: Duration::from_millis(self.webhook_poll_ms.max(10)),
-            // Room for an attempt that waited behind others for its slot.
-            lease: timeout * 2 + Duration::from_secs(60),
+            // Room for an attempt that waits behind others for its endpoint's slot: an
+            // instance holds up to four rounds of an endpoint's concurrency. An attempt
+            // that would outlive its lease is given back instead of sent, so a short lease
+            // costs a re-claim, never an overlap; and a dead instance's claims come back
+            // after it (65 s at the default timeout).
+            lease: timeout * 4 + Duration::from_secs(5),
             ..d
         })
     }

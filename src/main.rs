@@ -225,6 +225,7 @@ async fn serve(cli: Cli, mode: Mode) -> anyhow::Result<()> {
     if let Some(token) = dev_token {
         println!("\nonramp is running in development mode on {}", redact(url));
         println!("  GraphiQL:  http://{addr}/graphql");
+        println!("  Console:   http://{addr}/console");
         println!("  Token (admin, 7 days; add as header `Authorization: Bearer <token>`):\n  {token}\n");
     }
     // The peer address keys the rate limit of callers without a valid token.

@@ -13,6 +13,7 @@ mod client;
 mod load;
 mod scenarios;
 mod server;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ pub enum Scenario {
     Analytics,
     /// Ordinary users' status latency while one abusive user floods the server.
     Abuse,
+    /// Webhook deliveries to a receiver on loopback: live latency and backlog throughput.
+    Webhooks,
     All,
 }
 
@@ -73,6 +76,13 @@ pub struct Args {
     /// Enrollments the analytics scenario needs (topped up with demo-data).
     #[arg(long, default_value_t = 1_000_000)]
     pub analytics_users: u64,
+    /// Users the webhooks scenario sends events for (rate × seconds must fit in users ×
+    /// event-steps: every event completes a step of its own).
+    #[arg(long, default_value_t = 5_000)]
+    pub hook_users: usize,
+    /// Events per second in the webhooks scenario's live phase.
+    #[arg(long, default_value_t = 1_000)]
+    pub hook_rate: u64,
     /// The abuse scenario's attacks (all when not given): aliases, nesting, oversized,
     /// flood, subscribe-flood. One at a time tells which one hurts.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -103,6 +113,8 @@ async fn main() -> anyhow::Result<()> {
         args.analytics_users = args.analytics_users.min(2_000);
         args.concurrency = args.concurrency.min(8);
         args.push_rate = args.push_rate.min(100);
+        args.hook_users = args.hook_users.min(200);
+        args.hook_rate = args.hook_rate.min(100);
     }
     raise_file_limit();
     scenarios::ensure_database(&args.database_url).await.context("preparing the bench database")?;
@@ -125,6 +137,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.wants(Scenario::Abuse) {
         rows.push(abuse::abuse(&args, &server).await.context("abuse scenario")?);
+    }
+    if args.wants(Scenario::Webhooks) {
+        rows.extend(webhooks::webhooks(&args, &server).await.context("webhooks scenario")?);
     }
     if args.wants(Scenario::Analytics) {
         rows.extend(scenarios::analytics(&args, &server).await.context("analytics scenario")?);

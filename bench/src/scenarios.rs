@@ -106,7 +106,7 @@ async fn floor_pool(args: &Args) -> anyhow::Result<PgPool> {
 /// runs left slow both sides a little more each run (47% and 36% of the floor for the same
 /// build, with and without). Production databases are vacuumed and analyzed by
 /// autovacuum; the bench does it once its data is in place.
-async fn analyze(args: &Args) -> anyhow::Result<()> {
+pub(crate) async fn analyze(args: &Args) -> anyhow::Result<()> {
     let pool = floor_pool(args).await?;
     sqlx::query("VACUUM ANALYZE").execute(&pool).await?;
     Ok(())
@@ -141,7 +141,13 @@ async fn demo_users(args: &Args, users: u64) -> anyhow::Result<DatabaseConnectio
 }
 
 /// Publishes a bench flow of independent optional steps once (later runs reuse it).
-async fn bench_flow(client: &Client, admin: &str, key: &str, steps: usize, triggers: bool) -> anyhow::Result<()> {
+pub(crate) async fn bench_flow(
+    client: &Client,
+    admin: &str,
+    key: &str,
+    steps: usize,
+    triggers: bool,
+) -> anyhow::Result<()> {
     let existing = client.gql(admin, "query($k: String!) { flow(key: $k) { version } }", json!({ "k": key })).await;
     if existing.is_ok_and(|d| !d["flow"].is_null()) {
         return Ok(());
@@ -164,7 +170,7 @@ async fn bench_flow(client: &Client, admin: &str, key: &str, steps: usize, trigg
 }
 
 /// Enrolls users through the API, `parallel` at a time, before anything is timed.
-async fn enroll(client: &Client, tokens: &[String], flow: &str, parallel: usize) -> anyhow::Result<()> {
+pub(crate) async fn enroll(client: &Client, tokens: &[String], flow: &str, parallel: usize) -> anyhow::Result<()> {
     let results: Vec<anyhow::Result<Value>> = stream::iter(tokens.iter())
         .map(|t| {
             client.gql(t, "mutation($f: String!) { startOnboarding(flowKey: $f) { revision } }", json!({ "f": flow }))
@@ -176,7 +182,7 @@ async fn enroll(client: &Client, tokens: &[String], flow: &str, parallel: usize)
     Ok(())
 }
 
-fn run_id() -> String {
+pub(crate) fn run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
 }
 

@@ -34,6 +34,9 @@ impl Server {
             .env("ONRAMP_BIND", "127.0.0.1:0")
             .env("ONRAMP_JWT_SECRET", JWT_SECRET)
             .env("ONRAMP_DB_MAX_CONNECTIONS", pool.to_string())
+            // The webhooks scenario's receiver listens on loopback, over http.
+            .env("ONRAMP_WEBHOOK_ALLOW_PRIVATE", "true")
+            .env("ONRAMP_WEBHOOK_ALLOW_HTTP", "true")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

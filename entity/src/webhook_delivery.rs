@@ -15,7 +15,10 @@ pub struct Model {
     pub event_type: String,
     /// PENDING, SENDING, FAILED, SUCCEEDED or DEAD.
     pub status: String,
+    /// Attempts in the current round of the retry schedule.
     pub attempts: i32,
+    /// Attempts of earlier rounds (before a redelivery or replay): log numbers go on.
+    pub attempts_before: i32,
     pub next_attempt_at: DateTimeUtc,
     pub lease: Option<String>,
     pub last_attempt_at: Option<DateTimeUtc>,

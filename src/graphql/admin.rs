@@ -1,7 +1,7 @@
 //! What product teams and backends call: flows, and subject and workspace attributes.
 
-use async_graphql::{Context, ID, Json, Object, Result};
-use serde_json::Value;
+use super::scalars::Json;
+use async_graphql::{Context, ID, Object, Result};
 
 use super::types::{Flow, FlowProblem, MigrationReport, Subject, Workspace};
 use super::{onramp, principal};
@@ -23,7 +23,12 @@ impl AdminQuery {
 
     /// One version of a flow, or its newest version when none is given. Admin only.
     #[graphql(complexity = "super::cost::READ + child_complexity")]
-    async fn flow(&self, ctx: &Context<'_>, key: String, version: Option<i32>) -> Result<Option<Flow>> {
+    async fn flow(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The flow key.")] key: String,
+        #[graphql(desc = "The version; null: the newest.")] version: Option<i32>,
+    ) -> Result<Option<Flow>> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok(onramp(ctx).flow(&key, version).await?.as_ref().map(Flow::from))
     }
@@ -31,7 +36,11 @@ impl AdminQuery {
     /// Every problem publishFlow would report for this definition; empty when it would
     /// publish. Writes nothing. Admin only.
     #[graphql(complexity = "super::cost::READ + child_complexity")]
-    async fn validate_flow(&self, ctx: &Context<'_>, definition: Json<Value>) -> Result<Vec<FlowProblem>> {
+    async fn validate_flow(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "A flow definition, as publishFlow takes it.")] definition: Json,
+    ) -> Result<Vec<FlowProblem>> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok(onramp(ctx).validate_flow(definition.0).await?.into_iter().map(FlowProblem::from).collect())
     }
@@ -46,14 +55,25 @@ impl AdminMutation {
     /// VALIDATION_FAILED and every problem in `extensions.problems` ({path, code,
     /// message}). Subjects already enrolled stay on their version. Admin only.
     #[graphql(complexity = "super::cost::WRITE + child_complexity")]
-    async fn publish_flow(&self, ctx: &Context<'_>, definition: Json<Value>) -> Result<Flow> {
+    async fn publish_flow(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The flow definition, a JSON object (README: Flow definitions); at most 1 MiB \
+                          by default.")]
+        definition: Json,
+    ) -> Result<Flow> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok((&onramp(ctx).publish_flow(definition.0).await?).into())
     }
 
     /// Stops new enrollments into a version; enrolled subjects carry on. Admin only.
     #[graphql(complexity = "super::cost::WRITE + child_complexity")]
-    async fn deprecate_flow(&self, ctx: &Context<'_>, key: String, version: i32) -> Result<Flow> {
+    async fn deprecate_flow(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The flow key.")] key: String,
+        #[graphql(desc = "The version to deprecate.")] version: i32,
+    ) -> Result<Flow> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok((&onramp(ctx).deprecate_flow(&key, version).await?).into())
     }
@@ -66,10 +86,11 @@ impl AdminMutation {
     async fn migrate_enrollments(
         &self,
         ctx: &Context<'_>,
-        flow_key: String,
-        from_version: i32,
-        to_version: i32,
-        #[graphql(default = true)] dry_run: bool,
+        #[graphql(desc = "The flow key.")] flow_key: String,
+        #[graphql(desc = "The version whose enrollments move.")] from_version: i32,
+        #[graphql(desc = "The version they move to.")] to_version: i32,
+        #[graphql(default = true, desc = "When true (the default), write nothing and report what would happen.")]
+        dry_run: bool,
     ) -> Result<MigrationReport> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok(onramp(ctx).migrate_enrollments(&flow_key, from_version, to_version, dry_run).await?.into())
@@ -82,9 +103,14 @@ impl AdminMutation {
     async fn set_subject_attributes(
         &self,
         ctx: &Context<'_>,
-        subject_id: ID,
-        attributes: Json<Value>,
-        #[graphql(default = true)] merge: bool,
+        #[graphql(desc = "The user whose attributes these are.")] subject_id: ID,
+        #[graphql(desc = "A JSON object, e.g. `{\"plan\": \"team\"}` (at most 64 KiB by default).")] attributes: Json,
+        #[graphql(
+            default = true,
+            desc = "Merge top-level keys into the stored ones (null removes a key); \
+                                          false replaces them all."
+        )]
+        merge: bool,
     ) -> Result<Subject> {
         principal(ctx)?.require(&[Role::Admin, Role::Service])?;
         let owner = Owner::user(&subject_id, onramp(ctx).limits()).map_err(AppError::invalid)?;
@@ -98,9 +124,14 @@ impl AdminMutation {
     async fn set_workspace_attributes(
         &self,
         ctx: &Context<'_>,
-        workspace_id: ID,
-        attributes: Json<Value>,
-        #[graphql(default = true)] merge: bool,
+        #[graphql(desc = "The workspace whose attributes these are.")] workspace_id: ID,
+        #[graphql(desc = "A JSON object (at most 64 KiB by default).")] attributes: Json,
+        #[graphql(
+            default = true,
+            desc = "Merge top-level keys into the stored ones (null removes a key); \
+                                          false replaces them all."
+        )]
+        merge: bool,
     ) -> Result<Workspace> {
         principal(ctx)?.require(&[Role::Admin, Role::Service])?;
         let owner = Owner::workspace(&workspace_id, onramp(ctx).limits()).map_err(AppError::invalid)?;

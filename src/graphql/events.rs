@@ -1,6 +1,7 @@
 //! What product backends call: events that complete steps.
 
-use async_graphql::{Context, Enum, ID, InputObject, Json, Object, Result, SimpleObject};
+use super::scalars::Json;
+use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -21,11 +22,12 @@ pub struct EventInput {
     /// Matched against step triggers, e.g. `user.email_verified`.
     pub name: String,
     /// A JSON object; trigger conditions read it, and it becomes the completed step's metadata.
-    pub properties: Option<Json<Value>>,
+    pub properties: Option<Json>,
     /// When it happened; defaults to when it is received.
     pub occurred_at: Option<DateTime<Utc>>,
 }
 
+/// What happened to one event of a batch.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum EventStatus {
     /// Stored now, and applied.
@@ -36,27 +38,36 @@ pub enum EventStatus {
     Rejected,
 }
 
+/// Why an event was rejected.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct EventError {
     /// VALIDATION_FAILED or CONFLICT (the id was used for different content).
     pub code: String,
+    /// What is wrong, in words.
     pub message: String,
 }
 
 /// A step an event completed.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct CompletedStep {
+    /// The flow's key.
     pub flow_key: String,
+    /// The flow version of the enrollment.
     pub version: i32,
+    /// The step's key.
     pub step_key: String,
     /// Set when the step is in a workspace's shared progress.
     pub workspace_id: Option<ID>,
 }
 
+/// The outcome of one event, in input order.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct EventResult {
+    /// The event's id, as sent.
     pub id: String,
+    /// NEW, DUPLICATE or REJECTED.
     pub status: EventStatus,
+    /// Why it was rejected; null otherwise.
     pub error: Option<EventError>,
     /// The steps this event completed, in every flow of the subject and of its workspace;
     /// empty for duplicates.
@@ -72,13 +83,21 @@ impl EventMutation {
     /// one transaction. Each event gets a result, in input order: good events are applied
     /// even when others in the batch are rejected. Service and admin only.
     #[graphql(complexity = "super::cost::WRITE + child_complexity")]
-    async fn track_events(&self, ctx: &Context<'_>, events: Vec<EventInput>) -> Result<Vec<EventResult>> {
+    async fn track_events(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The events, 1 to 1000.")] events: Vec<EventInput>,
+    ) -> Result<Vec<EventResult>> {
         track(ctx, events).await
     }
 
     /// One event; see trackEvents.
     #[graphql(complexity = "super::cost::WRITE + child_complexity")]
-    async fn track_event(&self, ctx: &Context<'_>, event: EventInput) -> Result<EventResult> {
+    async fn track_event(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The event.")] event: EventInput,
+    ) -> Result<EventResult> {
         let mut results = track(ctx, vec![event]).await?;
         Ok(results.remove(0))
     }

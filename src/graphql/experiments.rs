@@ -7,6 +7,7 @@ use crate::auth::Role;
 use crate::domain::experiments::{self, Variant};
 use crate::service::ExperimentReport;
 
+/// One arm of an experiment.
 #[derive(InputObject, Clone, Debug)]
 pub struct VariantInput {
     /// A key: letters, digits, `_` or `-`.
@@ -17,12 +18,16 @@ pub struct VariantInput {
     pub weight: u32,
 }
 
+/// A variant's new weight.
 #[derive(InputObject, Clone, Debug)]
 pub struct VariantWeightInput {
+    /// The variant's name.
     pub name: String,
+    /// Its new relative weight; 0 assigns nobody new to it.
     pub weight: u32,
 }
 
+/// The lifecycle of an experiment.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum ExperimentState {
     /// Created; assigns nobody yet.
@@ -35,20 +40,29 @@ pub enum ExperimentState {
     Completed,
 }
 
+/// One arm of an experiment and how many subjects it has served.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct ExperimentVariant {
+    /// The variant's name.
     pub name: String,
+    /// The flow version it serves.
     pub version: i32,
+    /// Its relative weight among the variants.
     pub weight: u32,
     /// Subjects first served the flow under this variant.
     pub exposures: i64,
 }
 
+/// An A/B test between versions of one flow.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct Experiment {
+    /// The experiment key, also the input of the assignment hash.
     pub key: String,
+    /// The flow whose versions it compares.
     pub flow_key: String,
+    /// DRAFT, RUNNING, STOPPED or COMPLETED.
     pub state: ExperimentState,
+    /// The declared winner's variant name, if any.
     pub winner: Option<String>,
     /// In creation order, which the hash's ranges follow.
     pub variants: Vec<ExperimentVariant>,
@@ -86,7 +100,11 @@ pub struct ExperimentQuery;
 impl ExperimentQuery {
     /// An experiment: variants, weights, state and exposure counts. Admin only.
     #[graphql(complexity = "super::cost::READ + child_complexity")]
-    async fn experiment(&self, ctx: &Context<'_>, key: String) -> Result<Experiment> {
+    async fn experiment(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The experiment key.")] key: String,
+    ) -> Result<Experiment> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok(onramp(ctx).experiment(&key).await?.into())
     }
@@ -102,9 +120,9 @@ impl ExperimentMutation {
     async fn create_experiment(
         &self,
         ctx: &Context<'_>,
-        key: String,
-        flow_key: String,
-        variants: Vec<VariantInput>,
+        #[graphql(desc = "A new experiment key: letters, digits, `_` or `-`.")] key: String,
+        #[graphql(desc = "The flow whose versions it compares.")] flow_key: String,
+        #[graphql(desc = "The arms, in order; the first is the control.")] variants: Vec<VariantInput>,
     ) -> Result<Experiment> {
         principal(ctx)?.require(&[Role::Admin])?;
         let variants =
@@ -114,21 +132,34 @@ impl ExperimentMutation {
 
     /// Starts assigning new subjects; one experiment runs per flow. Admin only.
     #[graphql(complexity = "super::cost::WRITE + child_complexity")]
-    async fn start_experiment(&self, ctx: &Context<'_>, key: String) -> Result<Experiment> {
+    async fn start_experiment(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The experiment key.")] key: String,
+    ) -> Result<Experiment> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok(onramp(ctx).start_experiment(&key).await?.into())
     }
 
     /// Stops assigning new subjects. Admin only.
     #[graphql(complexity = "super::cost::WRITE + child_complexity")]
-    async fn stop_experiment(&self, ctx: &Context<'_>, key: String) -> Result<Experiment> {
+    async fn stop_experiment(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The experiment key.")] key: String,
+    ) -> Result<Experiment> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok(onramp(ctx).stop_experiment(&key).await?.into())
     }
 
     /// Every new subject gets this variant's version from now on. Admin only.
     #[graphql(complexity = "super::cost::WRITE + child_complexity")]
-    async fn declare_winner(&self, ctx: &Context<'_>, key: String, variant: String) -> Result<Experiment> {
+    async fn declare_winner(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The experiment key.")] key: String,
+        #[graphql(desc = "The winning variant's name.")] variant: String,
+    ) -> Result<Experiment> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok(onramp(ctx).declare_winner(&key, &variant).await?.into())
     }
@@ -139,8 +170,10 @@ impl ExperimentMutation {
     async fn set_experiment_weights(
         &self,
         ctx: &Context<'_>,
-        key: String,
-        weights: Vec<VariantWeightInput>,
+        #[graphql(desc = "The experiment key.")] key: String,
+        #[graphql(desc = "New weights by variant name; variants not listed keep theirs.")] weights: Vec<
+            VariantWeightInput,
+        >,
     ) -> Result<Experiment> {
         principal(ctx)?.require(&[Role::Admin])?;
         let weights = weights.into_iter().map(|w| (w.name, w.weight)).collect();

@@ -9,6 +9,7 @@ mod experiments;
 pub(crate) mod nudges;
 mod onboarding;
 mod parsed;
+mod scalars;
 mod subscription;
 mod types;
 mod webhooks;
@@ -22,6 +23,8 @@ use crate::config::ServerLimits;
 use crate::error::AppResult;
 use crate::service::{Onramp, Party};
 
+/// Reads: a subject's progress and points (any caller, for itself), flows, experiments,
+/// analytics and webhooks (admins).
 #[derive(MergedObject, Default)]
 pub struct Query(
     onboarding::OnboardingQuery,
@@ -32,6 +35,8 @@ pub struct Query(
     nudges::NudgeQuery,
 );
 
+/// Writes: step progress (any caller, for itself), events (service and admin callers),
+/// flows, attributes, experiments and webhooks (admins). Each is one transaction: all or nothing.
 #[derive(MergedObject, Default)]
 pub struct Mutation(
     onboarding::OnboardingMutation,
@@ -56,6 +61,7 @@ fn schema_builder_with(limits: &ServerLimits) -> SchemaBuilder<Query, Mutation, 
         // A second line behind the nesting pre-scan: selection sets (fragments included)
         // nested deeper than this are refused right after parsing.
         .limit_recursive_depth(limits.query_nesting)
+        .override_input_type_description::<chrono::DateTime<chrono::Utc>>(scalars::DATE_TIME_DESCRIPTION)
 }
 
 /// The serving schema. In production (`development` false) field suggestions are off and
@@ -81,9 +87,9 @@ pub fn build_schema(onramp: Arc<Onramp>, limits: &ServerLimits, development: boo
 
 /// The SDL as checked in at schema.graphql; sorted so diffs stay stable.
 pub fn sdl() -> String {
-    schema_builder()
-        .finish()
-        .sdl_with_options(SDLExportOptions::new().sorted_fields().sorted_arguments().sorted_enum_items())
+    schema_builder().finish().sdl_with_options(
+        SDLExportOptions::new().sorted_fields().sorted_arguments().sorted_enum_items().include_specified_by(),
+    )
 }
 
 fn onramp<'a>(ctx: &Context<'a>) -> &'a Arc<Onramp> {

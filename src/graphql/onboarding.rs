@@ -1,7 +1,8 @@
 //! What SPA and mobile clients call: the signed-in user's progress, and the shared
 //! progress of the workspaces it is a member of.
 
-use async_graphql::{Context, ID, Json, Object, Result};
+use super::scalars::Json;
+use async_graphql::{Context, ID, Object, Result};
 use serde_json::Value;
 
 use super::types::{OnboardingStatus, Points, PointsEntry, StepProgress};
@@ -23,8 +24,11 @@ impl OnboardingQuery {
     async fn status(
         &self,
         ctx: &Context<'_>,
-        flow_key: String,
+        #[graphql(desc = "The flow's key, e.g. `new_user`.")] flow_key: String,
+        #[graphql(desc = "The user to act for instead of the caller; admin and service callers only.")]
         subject_id: Option<ID>,
+        #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
+                          may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
     ) -> Result<OnboardingStatus> {
         let party = party(ctx, subject_id.as_ref(), workspace_id.as_ref())?;
@@ -37,8 +41,11 @@ impl OnboardingQuery {
     async fn next_step(
         &self,
         ctx: &Context<'_>,
-        flow_key: String,
+        #[graphql(desc = "The flow's key, e.g. `new_user`.")] flow_key: String,
+        #[graphql(desc = "The user to act for instead of the caller; admin and service callers only.")]
         subject_id: Option<ID>,
+        #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
+                          may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
     ) -> Result<Option<StepProgress>> {
         let party = party(ctx, subject_id.as_ref(), workspace_id.as_ref())?;
@@ -51,7 +58,16 @@ impl OnboardingQuery {
     /// workspaceId the workspace's (awarded by its workspace-scoped flows). Only admin and
     /// service callers may pass subjectId; a user may pass only its own workspaces.
     #[graphql(complexity = "super::cost::READ + child_complexity")]
-    async fn points(&self, ctx: &Context<'_>, subject_id: Option<ID>, workspace_id: Option<ID>) -> Result<Points> {
+    async fn points(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Whose points, instead of the caller's; admin and service callers only.")] subject_id: Option<
+            ID,
+        >,
+        #[graphql(desc = "A workspace's points instead of a user's; a user may name only a workspace its \
+                          token lists.")]
+        workspace_id: Option<ID>,
+    ) -> Result<Points> {
         let caller = principal(ctx)?;
         let limits = onramp(ctx).limits();
         let owner = match &workspace_id {
@@ -84,7 +100,10 @@ impl OnboardingQuery {
     async fn onboardings(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The user to act for instead of the caller; admin and service callers only.")]
         subject_id: Option<ID>,
+        #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
+                          may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
     ) -> Result<Vec<OnboardingStatus>> {
         let caller = principal(ctx)?;
@@ -123,8 +142,11 @@ impl OnboardingMutation {
     async fn start_onboarding(
         &self,
         ctx: &Context<'_>,
-        flow_key: String,
+        #[graphql(desc = "The flow's key, e.g. `new_user`.")] flow_key: String,
+        #[graphql(desc = "The user to act for instead of the caller; admin and service callers only.")]
         subject_id: Option<ID>,
+        #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
+                          may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
     ) -> Result<OnboardingStatus> {
         run(ctx, flow_key, subject_id, workspace_id, Command::Start).await
@@ -135,9 +157,12 @@ impl OnboardingMutation {
     async fn start_step(
         &self,
         ctx: &Context<'_>,
-        flow_key: String,
-        step_key: String,
+        #[graphql(desc = "The flow's key, e.g. `new_user`.")] flow_key: String,
+        #[graphql(desc = "The step's key within the flow.")] step_key: String,
+        #[graphql(desc = "The user to act for instead of the caller; admin and service callers only.")]
         subject_id: Option<ID>,
+        #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
+                          may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
     ) -> Result<OnboardingStatus> {
         run(ctx, flow_key, subject_id, workspace_id, Command::StartStep { step: step_key }).await
@@ -149,10 +174,15 @@ impl OnboardingMutation {
     async fn complete_step(
         &self,
         ctx: &Context<'_>,
-        flow_key: String,
-        step_key: String,
-        metadata: Option<Json<Value>>,
+        #[graphql(desc = "The flow's key, e.g. `new_user`.")] flow_key: String,
+        #[graphql(desc = "The step's key within the flow.")] step_key: String,
+        #[graphql(desc = "What the subject answered, a JSON object (at most 16 KiB by default); kept as \
+                          the step's metadata, which later steps' conditions can read.")]
+        metadata: Option<Json>,
+        #[graphql(desc = "The user to act for instead of the caller; admin and service callers only.")]
         subject_id: Option<ID>,
+        #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
+                          may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
     ) -> Result<OnboardingStatus> {
         let metadata = match metadata.map(|m| m.0) {
@@ -168,10 +198,13 @@ impl OnboardingMutation {
     async fn skip_step(
         &self,
         ctx: &Context<'_>,
-        flow_key: String,
-        step_key: String,
-        reason: Option<String>,
+        #[graphql(desc = "The flow's key, e.g. `new_user`.")] flow_key: String,
+        #[graphql(desc = "The step's key within the flow.")] step_key: String,
+        #[graphql(desc = "Why, in the subject's words; at most 500 characters.")] reason: Option<String>,
+        #[graphql(desc = "The user to act for instead of the caller; admin and service callers only.")]
         subject_id: Option<ID>,
+        #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
+                          may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
     ) -> Result<OnboardingStatus> {
         if reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON_LEN) {
@@ -185,8 +218,11 @@ impl OnboardingMutation {
     async fn skip_onboarding(
         &self,
         ctx: &Context<'_>,
-        flow_key: String,
+        #[graphql(desc = "The flow's key, e.g. `new_user`.")] flow_key: String,
+        #[graphql(desc = "The user to act for instead of the caller; admin and service callers only.")]
         subject_id: Option<ID>,
+        #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress this is; a user \
+                          may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
     ) -> Result<OnboardingStatus> {
         run(ctx, flow_key, subject_id, workspace_id, Command::SkipFlow).await

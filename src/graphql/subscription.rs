@@ -17,6 +17,8 @@ use crate::service::{Onramp, Party, Snapshot};
 #[derive(Default)]
 pub struct Subscription;
 
+/// Live updates over websockets at `/graphql/ws` (graphql-transport-ws); the token goes in
+/// the `connection_init` payload.
 #[Subscription]
 impl Subscription {
     /// The subject's progress in a flow (for a workspace-scoped flow, the workspace's,
@@ -29,8 +31,11 @@ impl Subscription {
     async fn onboarding_progress(
         &self,
         ctx: &Context<'_>,
-        flow_key: String,
+        #[graphql(desc = "The flow's key, e.g. `new_user`.")] flow_key: String,
+        #[graphql(desc = "The user to watch instead of the caller; admin and service callers only.")]
         subject_id: Option<ID>,
+        #[graphql(desc = "For a workspace-scoped flow, the workspace whose shared progress to watch; a user \
+                          may name only a workspace its token lists (a token listing one implies it).")]
         workspace_id: Option<ID>,
     ) -> Result<impl Stream<Item = Result<Box<OnboardingStatus>>> + use<>> {
         let party = party(ctx, subject_id.as_ref(), workspace_id.as_ref())?;

@@ -1,9 +1,9 @@
 //! Output types. They are built from service snapshots, never derived on database rows:
 //! the API is not the table.
 
-use async_graphql::{Enum, ID, Json, SimpleObject};
+use super::scalars::Json;
+use async_graphql::{Enum, ID, SimpleObject};
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
 use crate::domain::{self, Owner, StepView};
 use crate::persistence::flows::FlowRecord;
@@ -14,6 +14,7 @@ use crate::service::Snapshot;
 pub enum OnboardingState {
     /// Not enrolled yet: the steps shown are those of the version it would enroll in.
     NotStarted,
+    /// Enrolled, with required steps still to do.
     InProgress,
     /// Every applicable required step is completed. Set once; never undone.
     Completed,
@@ -21,32 +22,47 @@ pub enum OnboardingState {
     Skipped,
 }
 
+/// Where a subject stands in one step.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum StepStatus {
+    /// Not started (it may still be locked: see `available`).
     Pending,
+    /// Started with startStep, not finished.
     InProgress,
+    /// Done: by the subject, a product event or an admin.
     Completed,
+    /// An optional step the subject chose not to do; it counts as finished for dependencies.
     Skipped,
 }
 
 /// Who recorded a step's current state.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum StepSource {
+    /// The subject itself, with a user token.
     User,
+    /// A product event matching the step's trigger (trackEvents).
     Event,
+    /// An admin or service caller acting for the subject.
     Admin,
 }
 
+/// The lifecycle of a flow version.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum FlowStatus {
+    /// Stored but not offered to anyone.
     Draft,
+    /// Published: new subjects enroll in the newest active version.
     Active,
+    /// No new enrollments; subjects already enrolled carry on.
     Deprecated,
 }
 
+/// Whose progress a flow tracks.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum FlowScope {
+    /// One progress per user.
     User,
+    /// One progress per workspace, shared by its members.
     Workspace,
 }
 
@@ -60,15 +76,23 @@ pub struct OnboardingStatus {
     pub workspace_id: Option<ID>,
     /// USER: one progress per user. WORKSPACE: one per workspace, shared by its members.
     pub scope: FlowScope,
+    /// The flow's key, e.g. `new_user`.
     pub flow_key: String,
     /// The flow version the subject is pinned to (or would enroll in).
     pub version: i32,
+    /// The flow's title in that version, shown to users.
     pub title: String,
+    /// The flow's description in that version, if it has one.
     pub description: Option<String>,
+    /// Where the subject stands: NOT_STARTED, IN_PROGRESS, COMPLETED or SKIPPED.
     pub status: OnboardingState,
+    /// When the subject enrolled; null before enrollment.
     pub started_at: Option<DateTime<Utc>>,
+    /// When every required applicable step was completed; set once, never moves.
     pub completed_at: Option<DateTime<Utc>>,
+    /// When the subject dismissed the flow; null unless SKIPPED.
     pub skipped_at: Option<DateTime<Utc>>,
+    /// The last change to the enrollment or any of its steps; null before enrollment.
     pub last_activity_at: Option<DateTime<Utc>>,
     /// Completed required applicable steps over required applicable steps, 0 to 100,
     /// rounded down; 100 when no required step applies.
@@ -95,11 +119,17 @@ pub struct OnboardingStatus {
 /// One applicable step and the subject's state in it.
 #[derive(SimpleObject, Clone, Debug, PartialEq)]
 pub struct StepProgress {
+    /// The step's key, unique within the flow, e.g. `verify_email`.
     pub key: String,
+    /// The step's title, shown to users.
     pub title: String,
+    /// The step's description, if it has one.
     pub description: Option<String>,
+    /// Required steps decide completion and percentComplete.
     pub required: bool,
+    /// Whether skipStep may skip it (only optional steps can be skippable).
     pub skippable: bool,
+    /// The subject's state in the step.
     pub status: StepStatus,
     /// Every dependency is met (completed, skipped, or not applicable).
     pub available: bool,
@@ -107,12 +137,16 @@ pub struct StepProgress {
     pub blocked_by: Vec<String>,
     /// Points the step awards on completion.
     pub points: i64,
+    /// When startStep first marked it IN_PROGRESS; null otherwise.
     pub started_at: Option<DateTime<Utc>>,
+    /// When it was completed; null unless COMPLETED.
     pub completed_at: Option<DateTime<Utc>>,
+    /// When it was skipped; null unless SKIPPED.
     pub skipped_at: Option<DateTime<Utc>>,
+    /// The reason given to skipStep, if any.
     pub skip_reason: Option<String>,
     /// What the subject answered, e.g. {"invited_count": 3}.
-    pub metadata: Option<Json<Value>>,
+    pub metadata: Option<Json>,
     /// Who recorded the current state; null while pending with no record.
     pub source: Option<StepSource>,
     /// The user who completed or skipped the step (in a workspace, the member; for an
@@ -123,15 +157,23 @@ pub struct StepProgress {
 /// A published flow version.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct Flow {
+    /// The version's id (a UUID).
     pub id: ID,
+    /// The flow key; every version of a flow shares it.
     pub key: String,
+    /// 1 for the first publication of the key, then n + 1 for each publication.
     pub version: i32,
+    /// DRAFT, ACTIVE or DEPRECATED.
     pub status: FlowStatus,
+    /// USER or WORKSPACE; the same for every version of a key.
     pub scope: FlowScope,
+    /// The definition's title.
     pub title: String,
+    /// The definition's description, if it has one.
     pub description: Option<String>,
     /// The definition as stored: canonical form, every default spelled out.
-    pub definition: Json<Value>,
+    pub definition: Json,
+    /// When the version was published.
     pub created_at: DateTime<Utc>,
 }
 
@@ -142,21 +184,27 @@ pub struct FlowProblem {
     pub path: String,
     /// Stable code, e.g. DEPENDENCY_CYCLE.
     pub code: String,
+    /// What is wrong, in words (quotes at most 100 characters of the input).
     pub message: String,
 }
 
+/// A user: its attributes are what audiences and step conditions read.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct Subject {
+    /// The subject id (a token's `sub`).
     pub id: ID,
-    pub attributes: Json<Value>,
+    /// The attributes as stored, a JSON object, e.g. `{"plan": "team"}`.
+    pub attributes: Json,
 }
 
 /// A workspace: its attributes are what the audiences and step conditions of
 /// workspace-scoped flows read.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct Workspace {
+    /// The workspace id, as tokens list it.
     pub id: ID,
-    pub attributes: Json<Value>,
+    /// The attributes as stored, a JSON object.
+    pub attributes: Json,
 }
 
 impl From<&Snapshot> for OnboardingStatus {
@@ -270,6 +318,7 @@ impl From<domain::validation::Problem> for FlowProblem {
 /// What migrateEnrollments did, or would do on a dry run.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct MigrationReport {
+    /// True when nothing was written: the numbers say what the real run would do.
     pub dry_run: bool,
     /// Enrollments moved to the target version.
     pub moved: u64,
@@ -279,9 +328,12 @@ pub struct MigrationReport {
     pub dropped_completed_steps: Vec<DroppedStep>,
 }
 
+/// A completed step the target version of a migration does not have.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct DroppedStep {
+    /// The step's key in the source version.
     pub step_key: String,
+    /// Enrollments that had completed it (their records and points are kept).
     pub enrollments: u64,
 }
 
@@ -292,6 +344,7 @@ pub struct Points {
     pub subject_id: Option<ID>,
     /// Set for a workspace's points.
     pub workspace_id: Option<ID>,
+    /// The sum of every entry (saturating, never wrapping).
     pub total: i64,
     /// Oldest first.
     pub entries: Vec<PointsEntry>,
@@ -300,9 +353,11 @@ pub struct Points {
 /// One award. Each reason is awarded once per subject (or workspace).
 #[derive(SimpleObject, Clone, Debug)]
 pub struct PointsEntry {
+    /// Points awarded.
     pub amount: i64,
     /// `onboarding:<flow>:<step>`.
     pub reason: String,
+    /// When they were awarded (the step's completion).
     pub awarded_at: DateTime<Utc>,
 }
 

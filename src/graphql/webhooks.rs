@@ -13,12 +13,16 @@ use crate::service::{DeliveryPage, LoggedDelivery, NewEndpoint, WebhookDeliverie
 /// Where webhooks go. Its secret is never shown here.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct WebhookEndpoint {
+    /// The endpoint's id.
     pub id: ID,
+    /// Where deliveries are POSTed.
     pub url: String,
     /// `*` (every event type) or event types: step.completed, step.skipped,
     /// onboarding.completed, onboarding.skipped, nudge.due.
     pub event_types: Vec<String>,
+    /// A note for people, e.g. what receives these events.
     pub description: Option<String>,
+    /// Whether deliveries are sent; a disabled endpoint's deliveries wait until it is enabled.
     pub enabled: bool,
     /// Why it is disabled: an admin, a 410 Gone answer, or failing too long.
     pub disabled_reason: Option<String>,
@@ -26,7 +30,9 @@ pub struct WebhookEndpoint {
     pub failing_since: Option<DateTime<Utc>>,
     /// Until when the secret replaced by the last rotation still signs beside the new one.
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// When it last changed.
     pub updated_at: DateTime<Utc>,
 }
 
@@ -50,11 +56,13 @@ impl From<&EndpointRecord> for WebhookEndpoint {
 /// An endpoint with its signing secret: shown once, when it is made.
 #[derive(SimpleObject)]
 pub struct WebhookEndpointSecret {
+    /// The endpoint.
     pub endpoint: WebhookEndpoint,
     /// `whsec_...`: verify signatures with it (Standard Webhooks). Not shown again.
     pub secret: String,
 }
 
+/// Where a delivery stands.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum WebhookDeliveryStatus {
     /// Not attempted yet, or queued again.
@@ -63,6 +71,7 @@ pub enum WebhookDeliveryStatus {
     Sending,
     /// The last attempt failed; the next is at nextAttemptAt.
     Failed,
+    /// An attempt got a 2xx answer in time.
     Succeeded,
     /// Given up: the retry schedule is spent, or the endpoint answered 410 Gone.
     Dead,
@@ -97,9 +106,11 @@ impl From<WebhookDeliveryStatus> for DeliveryStatus {
 pub struct WebhookAttempt {
     /// 1 for the first attempt of a round (redelivering starts a new round).
     pub number: i32,
+    /// When the request was sent.
     pub attempted_at: DateTime<Utc>,
     /// Null when there was no answer.
     pub status_code: Option<i32>,
+    /// Milliseconds from sending to the answer (or to the failure).
     pub latency_ms: i64,
     /// Why there was no answer (refused, timed out, address not allowed, ...).
     pub error: Option<String>,
@@ -123,20 +134,28 @@ impl From<&AttemptRecord> for WebhookAttempt {
 /// One event for one endpoint.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct WebhookDelivery {
+    /// The delivery's id (for redeliverWebhook).
     pub id: ID,
     /// The `webhook-id` header: the same on every attempt, so receivers can deduplicate.
     pub webhook_id: String,
+    /// The endpoint it goes to.
     pub endpoint_id: ID,
+    /// The event type, e.g. `step.completed`.
     pub event_type: String,
+    /// Where it stands.
     pub status: WebhookDeliveryStatus,
     /// Attempts made in the current round.
     pub attempt_count: i32,
     /// When the next attempt is due (PENDING and FAILED only; null while the endpoint is
     /// disabled).
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When the last attempt was made; null before the first.
     pub last_attempt_at: Option<DateTime<Utc>>,
+    /// The HTTP status of the last answer; null when there was none.
     pub last_status_code: Option<i32>,
+    /// Why the last attempt got no answer, if it did not.
     pub last_error: Option<String>,
+    /// When the event was queued for this endpoint.
     pub created_at: DateTime<Utc>,
     /// Every attempt, oldest first.
     pub attempts: Vec<WebhookAttempt>,
@@ -168,9 +187,11 @@ impl From<&LoggedDelivery> for WebhookDelivery {
 /// A page of a delivery log, newest first.
 #[derive(SimpleObject)]
 pub struct WebhookDeliveryPage {
+    /// The deliveries on this page, newest first.
     pub nodes: Vec<WebhookDelivery>,
     /// Pass as `after` for the next page.
     pub end_cursor: Option<String>,
+    /// Whether older deliveries follow.
     pub has_next_page: bool,
 }
 
@@ -198,7 +219,11 @@ impl WebhookQuery {
 
     /// One webhook endpoint, or null. Admin only.
     #[graphql(complexity = "super::cost::READ + child_complexity")]
-    async fn webhook_endpoint(&self, ctx: &Context<'_>, id: ID) -> Result<Option<WebhookEndpoint>> {
+    async fn webhook_endpoint(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The endpoint's id.")] id: ID,
+    ) -> Result<Option<WebhookEndpoint>> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok(onramp(ctx).webhook_endpoint(&id).await?.as_ref().map(WebhookEndpoint::from))
     }
@@ -210,12 +235,12 @@ impl WebhookQuery {
     async fn webhook_deliveries(
         &self,
         ctx: &Context<'_>,
-        endpoint_id: ID,
-        status: Option<WebhookDeliveryStatus>,
-        event_type: Option<String>,
-        since: Option<DateTime<Utc>>,
-        #[graphql(default = 20)] first: i32,
-        after: Option<String>,
+        #[graphql(desc = "The endpoint's id.")] endpoint_id: ID,
+        #[graphql(desc = "Only deliveries in this state.")] status: Option<WebhookDeliveryStatus>,
+        #[graphql(desc = "Only deliveries of this event type, e.g. `step.completed`.")] event_type: Option<String>,
+        #[graphql(desc = "Only deliveries created at or after this instant.")] since: Option<DateTime<Utc>>,
+        #[graphql(default = 20, desc = "Page size, 1 to 100.")] first: i32,
+        #[graphql(desc = "The endCursor of the previous page; null for the first page.")] after: Option<String>,
     ) -> Result<WebhookDeliveryPage> {
         principal(ctx)?.require(&[Role::Admin])?;
         let query = WebhookDeliveriesQuery {
@@ -241,9 +266,11 @@ impl WebhookMutation {
     async fn create_webhook_endpoint(
         &self,
         ctx: &Context<'_>,
-        url: String,
+        #[graphql(desc = "Where to POST deliveries: https in production (see README: Webhooks, Safety).")] url: String,
+        #[graphql(desc = "`*` for every event type, or some of step.completed, step.skipped, \
+                          onboarding.completed, onboarding.skipped.")]
         event_types: Vec<String>,
-        description: Option<String>,
+        #[graphql(desc = "A note for people, e.g. what receives these events.")] description: Option<String>,
     ) -> Result<WebhookEndpointSecret> {
         principal(ctx)?.require(&[Role::Admin])?;
         let (endpoint, secret) =
@@ -257,10 +284,10 @@ impl WebhookMutation {
     async fn update_webhook_endpoint(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        url: Option<String>,
-        event_types: Option<Vec<String>>,
-        description: Option<String>,
+        #[graphql(desc = "The endpoint's id.")] id: ID,
+        #[graphql(desc = "A new url; null keeps it.")] url: Option<String>,
+        #[graphql(desc = "New event types; null keeps them.")] event_types: Option<Vec<String>>,
+        #[graphql(desc = "A new description; null keeps it, empty clears it.")] description: Option<String>,
     ) -> Result<WebhookEndpoint> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok((&onramp(ctx).update_webhook_endpoint(&id, url, event_types, description).await?).into())
@@ -269,14 +296,23 @@ impl WebhookMutation {
     /// Enables or disables an endpoint. Enabling clears why it was disabled; deliveries
     /// that waited for it are sent at once. Admin only.
     #[graphql(complexity = "super::cost::WRITE + child_complexity")]
-    async fn set_webhook_endpoint_enabled(&self, ctx: &Context<'_>, id: ID, enabled: bool) -> Result<WebhookEndpoint> {
+    async fn set_webhook_endpoint_enabled(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The endpoint's id.")] id: ID,
+        #[graphql(desc = "True to send deliveries, false to hold them.")] enabled: bool,
+    ) -> Result<WebhookEndpoint> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok((&onramp(ctx).set_webhook_endpoint_enabled(&id, enabled).await?).into())
     }
 
     /// Deletes an endpoint and its delivery log; false when there was none. Admin only.
     #[graphql(complexity = "super::cost::WRITE + child_complexity")]
-    async fn delete_webhook_endpoint(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+    async fn delete_webhook_endpoint(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The endpoint's id.")] id: ID,
+    ) -> Result<bool> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok(onramp(ctx).delete_webhook_endpoint(&id).await?)
     }
@@ -285,7 +321,11 @@ impl WebhookMutation {
     /// signing beside it (two signatures per request) until previousSecretExpiresAt.
     /// Admin only.
     #[graphql(complexity = "super::cost::WRITE + child_complexity")]
-    async fn rotate_webhook_secret(&self, ctx: &Context<'_>, id: ID) -> Result<WebhookEndpointSecret> {
+    async fn rotate_webhook_secret(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The endpoint's id.")] id: ID,
+    ) -> Result<WebhookEndpointSecret> {
         principal(ctx)?.require(&[Role::Admin])?;
         let (endpoint, secret) = onramp(ctx).rotate_webhook_secret(&id).await?;
         Ok(WebhookEndpointSecret { endpoint: (&endpoint).into(), secret: secret.reveal() })
@@ -294,7 +334,11 @@ impl WebhookMutation {
     /// Sends a delivery again with the same webhook-id. CONFLICT while an attempt of it
     /// is in flight. Admin only.
     #[graphql(complexity = "super::cost::WRITE + child_complexity")]
-    async fn redeliver_webhook(&self, ctx: &Context<'_>, delivery_id: ID) -> Result<WebhookDelivery> {
+    async fn redeliver_webhook(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The delivery's id.")] delivery_id: ID,
+    ) -> Result<WebhookDelivery> {
         principal(ctx)?.require(&[Role::Admin])?;
         Ok((&onramp(ctx).redeliver_webhook(&delivery_id).await?).into())
     }
@@ -303,7 +347,12 @@ impl WebhookMutation {
     /// retention period), including events from before it subscribed to them. Returns
     /// the number of deliveries queued. Admin only.
     #[graphql(complexity = "super::cost::WRITE + child_complexity")]
-    async fn replay_webhook_endpoint(&self, ctx: &Context<'_>, endpoint_id: ID, since: DateTime<Utc>) -> Result<i64> {
+    async fn replay_webhook_endpoint(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The endpoint's id.")] endpoint_id: ID,
+        #[graphql(desc = "Every event queued at or after this instant is sent again.")] since: DateTime<Utc>,
+    ) -> Result<i64> {
         principal(ctx)?.require(&[Role::Admin])?;
         let queued = onramp(ctx).replay_webhook_endpoint(&endpoint_id, since).await?;
         Ok(i64::try_from(queued).unwrap_or(i64::MAX))

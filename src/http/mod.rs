@@ -1,6 +1,8 @@
-//! HTTP routes: /graphql (POST; GET serves GraphiQL in development), /graphql/ws
-//! (subscriptions) and /healthz.
+//! HTTP routes: /graphql (POST; GET serves GraphiQL in development, its assets under
+//! /graphiql), /graphql/ws (subscriptions), /healthz and the console (/console).
 
+mod console;
+mod graphiql;
 mod media;
 mod panic;
 pub mod rate_limit;
@@ -10,15 +12,15 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::WebSocketProtocols;
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::StreamExt;
 use serde_json::json;
@@ -37,7 +39,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .route("/graphql/ws", get(graphql_ws))
+        .route(&format!("{}/{{file}}", graphiql::ASSETS), get(graphiql_asset))
         .route("/healthz", get(healthz))
+        .merge(console::routes())
         // For any extractor that reads a body; /graphql reads its own with the same limit.
         .layer(DefaultBodyLimit::max(state.limits.body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
@@ -270,10 +274,15 @@ async fn graphql_ws(
 
 async fn graphiql(State(state): State<AppState>) -> Response {
     if state.graphiql {
-        Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").finish()).into_response()
+        graphiql::page().into_response()
     } else {
         (StatusCode::METHOD_NOT_ALLOWED, "POST GraphQL requests to /graphql").into_response()
     }
+}
+
+/// GraphiQL's scripts and styles, only where GraphiQL is served.
+async fn graphiql_asset(State(state): State<AppState>, file: axum::extract::Path<String>) -> Response {
+    if state.graphiql { graphiql::asset(file) } else { StatusCode::NOT_FOUND.into_response() }
 }
 
 /// Healthy when the database answers.

@@ -229,6 +229,7 @@ fn new_delivery(
         event_type: Set(event_type.name().to_string()),
         status: Set(DeliveryStatus::Pending.name().to_string()),
         attempts: Set(0),
+        attempts_before: Set(0),
         next_attempt_at: Set(now),
         lease: Set(None),
         last_attempt_at: Set(None),
@@ -319,8 +320,10 @@ pub struct Claimed {
     pub outbox_id: i64,
     pub endpoint_id: String,
     pub message_id: String,
-    /// Attempts made before this one.
+    /// Attempts made before this one in the current round of the schedule.
     pub attempts: i32,
+    /// Attempts of earlier rounds (redeliveries and replays start a new round).
+    pub attempts_before: i32,
     pub lease: String,
     pub lease_until: DateTime<Utc>,
 }
@@ -355,7 +358,7 @@ pub async fn claim(
          WHERE id IN (SELECT d.id FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
            WHERE d.status IN ('PENDING', 'SENDING', 'FAILED') AND d.next_attempt_at <= $4 AND e.enabled{exclude} \
            ORDER BY d.next_attempt_at LIMIT {limit}{lock}) \
-         RETURNING id, outbox_id, endpoint_id, message_id, attempts"
+         RETURNING id, outbox_id, endpoint_id, message_id, attempts, attempts_before"
     );
     let mut values: Vec<Value> =
         vec![DeliveryStatus::Sending.name().into(), lease_until.into(), lease.clone().into(), now.into()];
@@ -369,6 +372,7 @@ pub async fn claim(
                 endpoint_id: row.try_get_by("endpoint_id")?,
                 message_id: row.try_get_by("message_id")?,
                 attempts: row.try_get_by("attempts")?,
+                attempts_before: row.try_get_by("attempts_before")?,
                 lease: lease.clone(),
                 lease_until,
             })
@@ -446,6 +450,8 @@ pub struct Outcome {
     pub lease: String,
     pub endpoint_id: String,
     pub attempt: AttemptRecord,
+    /// Attempts in the delivery's current round of the schedule, this one included.
+    pub round_attempts: i32,
     pub status: DeliveryStatus,
     /// For FAILED: when to try again.
     pub next_attempt_at: Option<DateTime<Utc>>,
@@ -540,7 +546,7 @@ fn update_delivery(backend: sea_orm::DbBackend, o: &Outcome) -> Statement {
          WHERE id = $8 AND lease = $9",
         [
             o.status.name().into(),
-            o.attempt.number.into(),
+            o.round_attempts.into(),
             o.next_attempt_at.unwrap_or(o.now).into(),
             o.attempt.attempted_at.into(),
             o.attempt.status_code.into(),
@@ -567,7 +573,7 @@ fn update_deliveries_pg(outcomes: &[Outcome]) -> Statement {
             o.delivery_id.clone().into(),
             o.lease.clone().into(),
             o.status.name().into(),
-            o.attempt.number.into(),
+            o.round_attempts.into(),
             o.next_attempt_at.unwrap_or(o.now).into(),
             o.attempt.attempted_at.into(),
             o.attempt.status_code.into(),
@@ -612,6 +618,7 @@ pub struct DeliveryRecord {
     pub message_id: String,
     pub event_type: String,
     pub status: DeliveryStatus,
+    /// Attempts over the delivery's life, all rounds.
     pub attempts: i32,
     pub next_attempt_at: DateTime<Utc>,
     pub last_attempt_at: Option<DateTime<Utc>>,
@@ -632,7 +639,7 @@ impl TryFrom<webhook_delivery::Model> for DeliveryRecord {
             endpoint_id: row.endpoint_id,
             message_id: row.message_id,
             event_type: row.event_type,
-            attempts: row.attempts,
+            attempts: row.attempts_before + row.attempts,
             next_attempt_at: row.next_attempt_at,
             last_attempt_at: row.last_attempt_at,
             last_status_code: row.last_status_code,
@@ -716,6 +723,7 @@ pub async fn outbox_row(db: &impl ConnectionTrait, id: i64) -> Result<Option<Out
 /// (SENDING) is left to its holder, so a redelivery never races the attempt in flight.
 const REQUEUE: &str = "UPDATE webhook_deliveries SET \
      status = CASE WHEN status IN ('SUCCEEDED', 'DEAD') THEN 'PENDING' ELSE status END, \
+     attempts_before = CASE WHEN status IN ('SUCCEEDED', 'DEAD') THEN attempts_before + attempts ELSE attempts_before END, \
      attempts = CASE WHEN status IN ('SUCCEEDED', 'DEAD') THEN 0 ELSE attempts END, \
      next_attempt_at = $1, updated_at = $1 \
      WHERE status <> 'SENDING'";

@@ -278,7 +278,7 @@ impl Dispatcher {
                 // Nothing to send, now or later.
                 tracing::error!(delivery = %c.id, error = %why, "a webhook delivery cannot be sent");
                 let attempt = AttemptRecord {
-                    number: c.attempts + 1,
+                    number: c.attempts_before + c.attempts + 1,
                     attempted_at: now,
                     status_code: None,
                     latency_ms: 0,
@@ -306,7 +306,7 @@ impl Dispatcher {
             }
         };
         let attempt = AttemptRecord {
-            number: c.attempts + 1,
+            number: c.attempts_before + c.attempts + 1,
             attempted_at: now,
             status_code: sent.status_code.map(i32::from),
             latency_ms,
@@ -347,6 +347,7 @@ fn outcome(
         lease: claimed.lease.clone(),
         endpoint_id: claimed.endpoint_id.clone(),
         attempt,
+        round_attempts: claimed.attempts + 1,
         status,
         next_attempt_at,
         failing_since,

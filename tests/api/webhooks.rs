@@ -478,6 +478,14 @@ async fn redeliver_and_replay_send_again_with_the_same_webhook_id(app: TestApp) 
     assert_eq!(requests[2].id, delivery["webhookId"].as_str().unwrap(), "the same webhook-id");
     let original = requests.iter().find(|r| r.id == requests[2].id).unwrap();
     assert_eq!(original.body, requests[2].body);
+    // The log numbers attempts over the delivery's life: the redelivery is attempt 2.
+    let logged = wait_for_log(&app, &first_id, |p| {
+        nodes(p).iter().any(|n| n["id"] == delivery["id"] && n["status"] == "SUCCEEDED" && n["attemptCount"] == 2)
+    })
+    .await;
+    let logged = nodes(&logged).iter().find(|n| n["id"] == delivery["id"]).unwrap().clone();
+    let numbers: Vec<&Value> = logged["attempts"].as_array().unwrap().iter().map(|a| &a["number"]).collect();
+    assert_eq!(numbers, [&json!(1), &json!(2)], "{logged:#}");
     let missing = app.code(Some(&app.admin()), redeliver, json!({ "d": uuid::Uuid::now_v7().to_string() })).await;
     assert_eq!(missing, "NOT_FOUND");
 

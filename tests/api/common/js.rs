@@ -12,7 +12,7 @@ pub fn js_dir() -> PathBuf {
 /// Installs tests/js's locked dependencies once per test run, when they are missing.
 fn install_js_dependencies() -> Result<(), String> {
     let dir = js_dir();
-    let installed = ["graphql-ws", "ws", "graphql-http", "standardwebhooks", "ajv", "ajv-formats"]
+    let installed = ["graphql-ws", "ws", "graphql-http", "standardwebhooks", "ajv", "ajv-formats", "playwright-core"]
         .iter()
         .all(|p| dir.join("node_modules").join(p).join("package.json").exists());
     if installed {

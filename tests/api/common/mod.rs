@@ -484,6 +484,7 @@ impl Drop for TestApp {
     }
 }
 
+pub mod binary;
 pub mod js;
 pub mod receiver;
 pub mod ws;

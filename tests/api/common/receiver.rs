@@ -152,12 +152,14 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Str
     if !inner.in_flight.lock().unwrap().insert(id.clone()) {
         inner.overlaps.fetch_add(1, Ordering::SeqCst);
     }
+    // Out of flight however the answer ends, also when the sender hangs up (a killed
+    // server) and this handler is dropped mid-delay.
+    let _answering = Answering { inner, id };
     inner.received.lock().unwrap().push(request);
     let delay = inner.delays.lock().unwrap().pop_front();
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
     }
-    inner.in_flight.lock().unwrap().remove(&id);
     let status = inner.script.lock().unwrap().pop_front().unwrap_or_else(|| inner.status.load(Ordering::SeqCst));
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, inner.body.lock().unwrap().clone()).into_response();
@@ -168,4 +170,16 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Str
         );
     }
     response
+}
+
+/// A request being answered: its webhook id leaves `in_flight` when this is dropped.
+struct Answering<'a> {
+    inner: &'a Inner,
+    id: String,
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.inner.in_flight.lock().unwrap().remove(&self.id);
+    }
 }
