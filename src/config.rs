@@ -174,6 +174,47 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub webhooks: WebhookArgs,
+
+    #[command(flatten)]
+    pub nudges: NudgeArgs,
+}
+
+/// The nudge scheduler (see `nudges::NudgeSettings`).
+#[derive(Clone, Debug, Args)]
+pub struct NudgeArgs {
+    /// Do not run the nudge scheduler on this instance (other instances sharing the
+    /// database send nudges).
+    #[arg(long, env = "ONRAMP_NUDGE_NO_SCHEDULER")]
+    pub no_nudge_scheduler: bool,
+    /// Nudges per subject in any 24 hours, across all flows (0: no cap).
+    #[arg(long, env = "ONRAMP_NUDGE_CAP_DAY", default_value_t = 1)]
+    pub nudge_cap_day: u32,
+    /// Nudges per subject in any 7 days, across all flows (0: no cap).
+    #[arg(long, env = "ONRAMP_NUDGE_CAP_WEEK", default_value_t = 3)]
+    pub nudge_cap_week: u32,
+    /// Quiet hours in each subject's time zone (its `timezone` attribute, default UTC),
+    /// HH:MM-HH:MM; `off` for none.
+    #[arg(long, env = "ONRAMP_NUDGE_QUIET_HOURS", default_value = "21:00-08:00")]
+    pub nudge_quiet_hours: String,
+    /// Milliseconds between looks for due nudges (an idle look is one indexed query).
+    #[arg(long, env = "ONRAMP_NUDGE_POLL_MS", default_value_t = 5000)]
+    pub nudge_poll_ms: u64,
+}
+
+impl NudgeArgs {
+    pub fn settings(&self) -> Result<crate::nudges::NudgeSettings, String> {
+        use crate::domain::nudges::{Caps, QuietHours};
+        let quiet_hours = match self.nudge_quiet_hours.trim() {
+            "off" | "" => None,
+            window => Some(QuietHours::parse(window)?),
+        };
+        Ok(crate::nudges::NudgeSettings {
+            caps: Caps { per_day: self.nudge_cap_day, per_week: self.nudge_cap_week },
+            quiet_hours,
+            poll_interval: std::time::Duration::from_millis(self.nudge_poll_ms.max(10)),
+            ..crate::nudges::NudgeSettings::default()
+        })
+    }
 }
 
 /// Webhook delivery (see `webhooks::WebhookSettings` for what each one does).

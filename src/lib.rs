@@ -11,6 +11,7 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod metrics;
+pub mod nudges;
 pub mod persistence;
 pub mod realtime;
 pub mod service;

@@ -331,7 +331,8 @@ async fn serve(cli: Cli, mode: Mode) -> anyhow::Result<()> {
     // Readers are exact whatever the compactor's lag; folding often keeps them fast.
     let _compactor = persistence::rollup::spawn_compactor(db.clone(), std::time::Duration::from_secs(5));
     let webhooks = cli.serve.webhooks.settings(mode).map_err(|e| anyhow::anyhow!(e))?;
-    let onramp = Onramp::new(db).with_limits(cli.serve.limits.product()).with_webhooks(webhooks);
+    let nudges = cli.serve.nudges.settings().map_err(|e| anyhow::anyhow!(e))?;
+    let onramp = Onramp::new(db).with_limits(cli.serve.limits.product()).with_webhooks(webhooks).with_nudges(nudges);
     let _listener = onramp.listen(url).await.context("PostgreSQL LISTEN for changes from other instances")?;
     let development = mode == Mode::Development;
     if development
@@ -363,6 +364,8 @@ async fn serve(cli: Cli, mode: Mode) -> anyhow::Result<()> {
         .with_ws_init_timeout(std::time::Duration::from_secs(cli.serve.ws_init_timeout))
         .with_limits(cli.serve.limits.server())
         .with_metrics_access(metrics_access);
+    let scheduler =
+        (!cli.serve.nudges.no_nudge_scheduler).then(|| onramp::nudges::spawn_scheduler(state.onramp.clone()));
     let app = http::router(state);
     tracing::info!(%addr, database = %redact(url), ?mode, "onramp listening");
     // One stable line for scripts (and tests) that start onramp on port 0.
@@ -377,6 +380,9 @@ async fn serve(cli: Cli, mode: Mode) -> anyhow::Result<()> {
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    if let Some(scheduler) = scheduler {
+        scheduler.shutdown().await;
+    }
     if let Some(dispatcher) = dispatcher {
         // Attempts in flight finish and are recorded; nothing is claimed after this.
         dispatcher.shutdown().await;

@@ -12,6 +12,7 @@ mod m20261121_000006_reached;
 mod m20261121_000007_rollup;
 mod m20261203_000008_webhooks;
 mod m20261203_000009_webhook_attempt_rounds;
+mod m20261203_000010_nudges;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000007_rollup::Migration),
             Box::new(m20261203_000008_webhooks::Migration),
             Box::new(m20261203_000009_webhook_attempt_rounds::Migration),
+            Box::new(m20261203_000010_nudges::Migration),
         ]
     }
 }

@@ -20,6 +20,8 @@ pub struct FlowDefinition {
     pub audience: Option<Condition>,
     /// In display order.
     pub steps: Vec<StepDefinition>,
+    /// Reminders over this flow's progress (`domain::nudges`); empty when none.
+    pub nudges: super::nudges::NudgePlan,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -116,6 +118,9 @@ impl FlowDefinition {
             m.insert("audience".into(), a.to_json());
         }
         m.insert("steps".into(), Value::Array(self.steps.iter().map(StepDefinition::to_json).collect()));
+        if !self.nudges.is_empty() {
+            m.insert("nudges".into(), self.nudges.to_json());
+        }
         Value::Object(m)
     }
 }

@@ -8,6 +8,7 @@ pub mod experiments;
 pub mod flow;
 pub mod flow_diff;
 pub mod limits;
+pub mod nudges;
 pub mod owner;
 pub mod progress;
 pub mod rollup;

@@ -131,7 +131,7 @@ fn parse(raw: &Value, limits: &Limits) -> Result<FlowDefinition, Vec<Problem>> {
     unknown_fields(
         obj,
         "$",
-        &["key", "title", "description", "defaultLocale", "scope", "audience", "steps"],
+        &["key", "title", "description", "defaultLocale", "scope", "audience", "steps", "nudges"],
         &mut problems,
     );
 
@@ -244,6 +244,8 @@ fn parse(raw: &Value, limits: &Limits) -> Result<FlowDefinition, Vec<Problem>> {
         );
     }
 
+    let nudges = super::nudges::parse_plan(obj.get("nudges"), &position, limits, &mut problems.0);
+
     let declared = obj.get("defaultLocale").is_some_and(|l| !l.is_null());
     match (problems.0.is_empty(), key, title) {
         (true, Some(key), Some(title)) => {
@@ -255,6 +257,7 @@ fn parse(raw: &Value, limits: &Limits) -> Result<FlowDefinition, Vec<Problem>> {
                 scope,
                 audience,
                 steps: steps.into_iter().flatten().collect(),
+                nudges,
             };
             check_translations(&flow, declared, &mut problems);
             if problems.0.is_empty() { Ok(flow) } else { Err(problems.0) }
@@ -513,6 +516,22 @@ fn parse_trigger(raw: &Value, at: &str, limits: &Limits, problems: &mut Problems
         Some(c) => condition_within(c, &format!("{at}.where"), &AnswerScope::EventProperties, limits, problems),
     };
     Some(Trigger { event: event?, when })
+}
+
+/// A nudge rule's condition (`domain::nudges`): subject attributes and the answers of
+/// any step of the flow, within the same limits as a step's condition.
+pub(super) fn nudge_condition(
+    raw: &Value,
+    at: &str,
+    steps: &HashMap<String, usize>,
+    limits: &Limits,
+    problems: &mut Vec<Problem>,
+) -> Option<Condition> {
+    let mut collected = Problems(std::mem::take(problems));
+    let scope = AnswerScope::Steps { all: steps, index: usize::MAX, this: None };
+    let condition = condition_within(raw, at, &scope, limits, &mut collected);
+    *problems = collected.0;
+    condition
 }
 
 /// What answer paths (`steps.<key>...`) a condition may use where it is written.

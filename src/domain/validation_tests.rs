@@ -162,6 +162,7 @@ fn complete_flow_expected() -> FlowDefinition {
                 ..bare_step("api_key", "Create an API key")
             },
         ],
+        nudges: Default::default(),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod edge;
 mod events;
 mod experiments;
 mod metered;
+pub(crate) mod nudges;
 mod onboarding;
 mod parsed;
 mod scalars;
@@ -32,6 +33,7 @@ pub struct Query(
     experiments::ExperimentQuery,
     analytics::AnalyticsQuery,
     webhooks::WebhookQuery,
+    nudges::NudgeQuery,
 );
 
 /// Writes: step progress (any caller, for itself), events (service and admin callers),
@@ -43,6 +45,7 @@ pub struct Mutation(
     admin::AdminMutation,
     experiments::ExperimentMutation,
     webhooks::WebhookMutation,
+    nudges::NudgeMutation,
 );
 
 pub type OnrampSchema = Schema<Query, Mutation, subscription::Subscription>;

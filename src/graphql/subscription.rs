@@ -59,6 +59,20 @@ impl Subscription {
         let state = Progress { onramp, party, flow_key, locale, watch, first: Some(first), last: None, resyncs: 0 };
         Ok(stream::unfold(state, Progress::next))
     }
+
+    /// Every in-app nudge sent to the subject from now on (with workspaceId, the
+    /// workspace's too), once each, as it is sent by any instance. Only admin and service
+    /// callers may pass subjectId.
+    #[graphql(complexity = "super::cost::READ + child_complexity")]
+    async fn nudge_received(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Whose nudges (admin and service callers only); default: the caller.")] subject_id: Option<ID>,
+        #[graphql(desc = "Also the nudges of this workspace (a user must be a member).")] workspace_id: Option<ID>,
+    ) -> Result<impl Stream<Item = Result<super::nudges::Nudge>> + use<>> {
+        let party = party(ctx, subject_id.as_ref(), workspace_id.as_ref())?;
+        Ok(super::nudges::received(onramp(ctx).clone(), party))
+    }
 }
 
 /// One subscription between snapshots: thousands are idle at once, so it keeps what it

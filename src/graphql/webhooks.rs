@@ -18,7 +18,7 @@ pub struct WebhookEndpoint {
     /// Where deliveries are POSTed.
     pub url: String,
     /// `*` (every event type) or event types: step.completed, step.skipped,
-    /// onboarding.completed, onboarding.skipped.
+    /// onboarding.completed, onboarding.skipped, nudge.due.
     pub event_types: Vec<String>,
     /// A note for people, e.g. what receives these events.
     pub description: Option<String>,

@@ -8,6 +8,7 @@ pub mod events;
 pub mod experiments;
 pub mod flows;
 pub mod health;
+pub mod nudges;
 pub mod outbox;
 pub mod points;
 pub mod rollup;

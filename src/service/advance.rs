@@ -11,10 +11,11 @@ use serde_json::{Value, json};
 
 use super::Onramp;
 use crate::domain::changes::{Award, DomainEvent};
-use crate::domain::{Enrollment, EventFact, Outcome, ProgressError, changes, progress, triggers};
+use crate::domain::{Enrollment, EventFact, Outcome, ProgressError, changes, nudges, progress, triggers};
 use crate::error::AppResult;
 use crate::persistence::enrollments::{self, EnrollmentRecord, Save};
 use crate::persistence::flows::FlowRecord;
+use crate::persistence::nudges as nudge_store;
 use crate::persistence::outbox::{self, OutboxEntry};
 use crate::persistence::subjects::SubjectRecord;
 use crate::persistence::writes::Writes;
@@ -187,10 +188,28 @@ async fn write(
     // The rest answers nothing the write needs: one round trip (see `Writes`).
     let mut writes = Writes::new(txn.get_database_backend());
     enrollments::save_all(&mut writes, &saves);
+    // Nudges: each rule's next due time, decided with the change (see `domain::nudges`).
+    let schedule: Vec<nudge_store::ScheduleRow> = planned.iter().flat_map(nudge_schedule).collect();
+    nudge_store::schedule(&mut writes, &schedule);
     let entries = planned.iter_mut().flat_map(outbox_entries).collect();
     outbox::append(&mut writes, entries, now);
     writes.run(txn).await?;
     Ok(planned.into_iter().map(|p| Advanced { state: p.state, outcome: p.outcome }).collect())
+}
+
+/// The nudge schedule rows of one enrollment as planned: none when its flow has no rules.
+fn nudge_schedule(p: &Planned<'_>) -> Vec<nudge_store::ScheduleRow> {
+    nudges::schedule_for(&p.flow.definition, &p.subject.attributes, &p.state)
+        .into_iter()
+        .map(|(rule, due)| nudge_store::ScheduleRow {
+            enrollment_id: p.before.id,
+            rule_key: rule.to_string(),
+            subject_id: p.subject.id,
+            anchor_at: due.map(|d| d.anchor),
+            number: due.map_or(1, |d| d.number as i32),
+            due_at: due.map(|d| d.at),
+        })
+        .collect()
 }
 
 /// The outbox entries of one enrollment's domain events, with its points as saved.

@@ -87,7 +87,7 @@ impl Onramp {
                 inputs.len()
             )));
         }
-        let now = super::now();
+        let now = self.now();
         let mut outcomes: Vec<Option<EventOutcome>> =
             inputs.iter().map(|i| check(i, &self.limits).err().map(EventOutcome::Rejected)).collect();
         let good: Vec<usize> = (0..inputs.len()).filter(|&i| outcomes[i].is_none()).collect();

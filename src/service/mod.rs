@@ -9,6 +9,7 @@ mod events;
 mod experiments;
 mod flows;
 mod metrics;
+mod nudges;
 mod points;
 mod progress;
 mod subjects;
@@ -28,6 +29,7 @@ pub use analytics::{
 pub use demo::demo_flow_definition;
 pub use events::{CompletedStep, EventInput, EventOutcome, MAX_EVENT_BATCH};
 pub use experiments::ExperimentReport;
+pub use nudges::{MAX_LOG_PAGE as MAX_NUDGE_LOG_PAGE, TickReport, nudge_topic, outcome as nudge_outcome};
 pub use points::PointsBalance;
 pub use versions::MigrationReport;
 pub use webhooks::{DeliveryPage, LoggedDelivery, NewEndpoint, WebhookDeliveriesQuery};
@@ -51,6 +53,8 @@ pub struct Onramp {
     outbox_written: Arc<tokio::sync::Notify>,
     /// What /metrics reports; the HTTP edge and the schema count into it too.
     metrics: Arc<crate::metrics::Metrics>,
+    /// Caps, quiet hours and the engine's clock (see `nudges::NudgeSettings`).
+    nudges: crate::nudges::NudgeSettings,
 }
 
 impl Onramp {
@@ -66,6 +70,7 @@ impl Onramp {
             webhooks: crate::webhooks::WebhookSettings::default(),
             outbox_written: Arc::new(tokio::sync::Notify::new()),
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            nudges: crate::nudges::NudgeSettings::default(),
         }
     }
 

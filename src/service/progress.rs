@@ -39,10 +39,9 @@ impl Onramp {
         // Only an owner the flow is for can be exposed to it.
         let attributes = subject.as_ref().map_or_else(|| serde_json::json!({}), |s| s.attributes.clone());
         if let Some(a) = assignment.as_ref().filter(|_| flow.definition.admits(&attributes)) {
-            self.expose(&self.db, a, &key, super::now()).await?;
+            self.expose(&self.db, a, &key, self.now()).await?;
         }
-        let preview =
-            (!facts.is_empty()).then(|| triggers::preview(&flow.definition, &attributes, &facts, super::now()));
+        let preview = (!facts.is_empty()).then(|| triggers::preview(&flow.definition, &attributes, &facts, self.now()));
         Ok(Snapshot {
             owner,
             flow,
@@ -87,7 +86,7 @@ impl Onramp {
             None => Vec::new(),
         };
         txn.commit().await?;
-        let now = super::now();
+        let now = self.now();
         let mut snapshots = records
             .into_iter()
             .map(|r| {
@@ -142,7 +141,7 @@ impl Onramp {
         }
         let owner = self.owner(party, flow_key).await?;
         let key = owner.key();
-        let now = super::now();
+        let now = self.now();
         let txn = begin_write(&self.db).await?;
         let audience = self.audience_flows(&txn).await?;
         // The common case, a write to an enrollment that exists when no flow enrolls

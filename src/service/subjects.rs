@@ -18,7 +18,7 @@ impl Onramp {
         let Value::Object(incoming) = attributes else {
             return Err(AppError::invalid("attributes must be a JSON object"));
         };
-        let now = super::now();
+        let now = self.now();
         let txn = begin_write(&self.db).await?;
         let key = owner.key();
         let subject = subjects::ensure(&txn, &key, now).await?;

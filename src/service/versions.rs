@@ -88,7 +88,7 @@ impl Onramp {
             let ids = enrollments::ids_on_flow(&self.db, source.id, after, BATCH).await?;
             let Some(&last) = ids.last() else { break };
             after = last;
-            let now = super::now();
+            let now = self.now();
             let txn = begin_write(&self.db).await?;
             let listed = enrollments::by_ids(&txn, ids, false).await?;
             let mut people = subjects::by_ids(&txn, listed.iter().map(|r| r.subject_id).collect()).await?;

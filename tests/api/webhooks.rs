@@ -806,14 +806,27 @@ async fn every_payload_matches_the_json_schema_of_its_type(app: TestApp) {
     app.complete_as("alice", "welcome", "profile").await;
     let skip_all = "mutation($f: String!) { skipOnboarding(flowKey: $f) { status } }";
     app.ok(&app.user("bob"), skip_all, json!({ "f": "welcome" })).await;
+    // nudge.due: a nudge with the webhook channel, due once the engine's clock moves on.
+    app.publish(json!({
+        "key": "reminded",
+        "title": "Reminded",
+        "steps": [{ "key": "invite", "title": "Invite" }],
+        "nudges": { "rules": [{ "key": "stuck", "trigger": { "kind": "stuck", "step": "invite", "after": "1h" },
+            "title": "Invite your team", "message": "It takes a minute", "channel": "webhook" }] }
+    }))
+    .await;
+    app.start_as("carol", "reminded").await;
+    app.nudges.as_ref().unwrap().clock.advance(std::time::Duration::from_secs(2 * 3600));
 
-    let received = receiver.wait_for(5, WAIT).await;
+    let received = receiver.wait_for(6, WAIT).await;
     let types: BTreeSet<&str> = received.iter().filter_map(|r| r.json["type"].as_str()).collect();
     assert_eq!(
         types,
-        BTreeSet::from(["step.completed", "step.skipped", "onboarding.completed", "onboarding.skipped"]),
+        BTreeSet::from(["step.completed", "step.skipped", "onboarding.completed", "onboarding.skipped", "nudge.due"]),
         "{received:#?}"
     );
+    let nudge = received.iter().find(|r| r.json["type"] == "nudge.due").unwrap();
+    assert_eq!(nudge.json["data"]["nudge"]["step"], "invite", "{:#}", nudge.json);
     let requests: Vec<&Received> = received.iter().collect();
     for (request, checked) in requests.iter().zip(checked_by_reference_tools(&[&secret], &requests).await) {
         assert_eq!(checked, Checked { verified_by: vec![0], schema_errors: vec![] }, "{}", request.body);

@@ -15,17 +15,20 @@ pub enum EventType {
     StepSkipped,
     OnboardingCompleted,
     OnboardingSkipped,
+    /// A nudge with the webhook channel came due and was sent (`domain::nudges`).
+    NudgeDue,
 }
 
 /// Subscribes to every event type, present and future.
 pub const ALL_EVENTS: &str = "*";
 
 impl EventType {
-    pub const ALL: [EventType; 4] = [
+    pub const ALL: [EventType; 5] = [
         EventType::StepCompleted,
         EventType::StepSkipped,
         EventType::OnboardingCompleted,
         EventType::OnboardingSkipped,
+        EventType::NudgeDue,
     ];
 
     /// The name receivers and subscriptions use.
@@ -35,6 +38,7 @@ impl EventType {
             EventType::StepSkipped => "step.skipped",
             EventType::OnboardingCompleted => "onboarding.completed",
             EventType::OnboardingSkipped => "onboarding.skipped",
+            EventType::NudgeDue => "nudge.due",
         }
     }
 
@@ -49,6 +53,7 @@ impl EventType {
             "step_skipped" => Some(EventType::StepSkipped),
             "onboarding_completed" => Some(EventType::OnboardingCompleted),
             "onboarding_skipped" => Some(EventType::OnboardingSkipped),
+            "nudge_due" => Some(EventType::NudgeDue),
             _ => None,
         }
     }
@@ -169,6 +174,13 @@ pub fn render_payload(event: &OutboxEvent<'_>) -> Result<Value, String> {
             }
         }
         data.insert("step".into(), Value::Object(step));
+    } else if event_type == EventType::NudgeDue {
+        // The nudge as the rule defines it, and which occurrence this is.
+        let mut nudge = event.details.get("nudge").and_then(Value::as_object).cloned().unwrap_or_default();
+        if let Some(step) = event.step_key {
+            nudge.insert("step".into(), Value::from(step));
+        }
+        data.insert("nudge".into(), Value::Object(nudge));
     } else {
         data.insert("points".into(), event.details.get("points").cloned().unwrap_or(Value::from(0)));
     }
@@ -238,7 +250,7 @@ mod tests {
     #[test]
     fn every_outbox_kind_renders_and_unknown_ones_do_not() {
         let details = json!({"revision": 1});
-        for kind in ["step_completed", "step_skipped", "onboarding_completed", "onboarding_skipped"] {
+        for kind in ["step_completed", "step_skipped", "onboarding_completed", "onboarding_skipped", "nudge_due"] {
             let step = kind.starts_with("step").then_some("a");
             let payload = render_payload(&event(kind, "bob", step, &details)).unwrap();
             assert_eq!(EventType::parse(payload["type"].as_str().unwrap()), EventType::of_outbox_kind(kind));
@@ -248,6 +260,18 @@ mod tests {
             render_payload(&event("step_completed", "bob", None, &details)).is_err(),
             "a step event needs its step"
         );
+    }
+
+    #[test]
+    fn a_nudge_carries_its_rule_text_and_occurrence() {
+        let details = json!({"nudge": {"id": "9", "key": "stuck", "trigger": "stuck", "occurrence": 1,
+            "title": "Invite your team", "message": "It takes a minute", "channel": "webhook"}, "revision": 4});
+        let payload = render_payload(&event("nudge_due", "alice", Some("invite"), &details)).unwrap();
+        assert_eq!(payload["type"], "nudge.due");
+        assert_eq!(payload["data"]["nudge"]["title"], "Invite your team");
+        assert_eq!(payload["data"]["nudge"]["step"], "invite");
+        assert_eq!(payload["data"]["revision"], 4);
+        assert!(payload["data"].get("points").is_none());
     }
 
     #[test]

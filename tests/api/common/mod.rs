@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use onramp::auth::{JwtKeys, Role};
 use onramp::config::{JwtArgs, Mode, ServerLimits};
+use onramp::nudges::{NudgeSettings, SchedulerHandle};
 use onramp::service::Onramp;
 use onramp::webhooks::{DispatcherHandle, WebhookSettings};
 use onramp::{AppState, http, persistence};
@@ -102,6 +103,10 @@ pub struct TestApp {
     pub dispatcher: Option<DispatcherHandle>,
     /// Its settings (their clock moves the server's).
     pub webhooks: Option<WebhookSettings>,
+    /// The nudge scheduler, when the server runs one.
+    pub scheduler: Option<SchedulerHandle>,
+    /// Its settings: their clock is the server's time (writes and scheduler).
+    pub nudges: Option<NudgeSettings>,
 }
 
 /// Another server on a test's database, with a dispatcher of its own.
@@ -155,13 +160,53 @@ impl TestApp {
         TestApp::postgres_full(test_limits(), Some(settings)).await
     }
 
+    /// A server that runs a nudge scheduler with these settings (and, with webhook
+    /// settings, a webhook dispatcher).
+    pub async fn sqlite_with_nudges(nudges: NudgeSettings, webhooks: Option<WebhookSettings>) -> TestApp {
+        TestApp::sqlite_full_with(test_limits(), webhooks, Some(nudges)).await
+    }
+
+    pub async fn postgres_with_nudges(nudges: NudgeSettings, webhooks: Option<WebhookSettings>) -> TestApp {
+        TestApp::postgres_full_with(test_limits(), webhooks, Some(nudges)).await
+    }
+
+    /// A webhook server also runs a nudge scheduler, so every event type, nudge.due
+    /// included, can be delivered. Its clock (the engine's time) is its own: moving it
+    /// brings nudges due without moving the timestamps deliveries are signed with.
+    fn nudges_for(webhooks: &Option<WebhookSettings>) -> Option<NudgeSettings> {
+        webhooks.as_ref().map(|_| NudgeSettings {
+            clock: onramp::clock::Clock::adjustable(),
+            quiet_hours: None,
+            poll_interval: std::time::Duration::from_millis(20),
+            ..NudgeSettings::default()
+        })
+    }
+
     async fn sqlite_full(limits: ServerLimits, webhooks: Option<WebhookSettings>) -> TestApp {
+        let nudges = TestApp::nudges_for(&webhooks);
+        TestApp::sqlite_full_with(limits, webhooks, nudges).await
+    }
+
+    async fn sqlite_full_with(
+        limits: ServerLimits,
+        webhooks: Option<WebhookSettings>,
+        nudges: Option<NudgeSettings>,
+    ) -> TestApp {
         let path = std::env::temp_dir().join(format!("onramp-test-{}.db", uuid::Uuid::new_v4().simple()));
         let url = format!("sqlite://{}?mode=rwc", path.display());
-        TestApp::start(&url, Backend::Sqlite { path }, limits, webhooks).await
+        TestApp::start(&url, Backend::Sqlite { path }, limits, webhooks, nudges).await
     }
 
     async fn postgres_full(limits: ServerLimits, webhooks: Option<WebhookSettings>) -> TestApp {
+        let nudges = TestApp::nudges_for(&webhooks);
+        TestApp::postgres_full_with(limits, webhooks, nudges).await
+    }
+
+    async fn postgres_full_with(
+        limits: ServerLimits,
+        webhooks: Option<WebhookSettings>,
+        nudges: Option<NudgeSettings>,
+    ) -> TestApp {
         let admin_url = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_POSTGRES.to_string());
         let name = format!("onramp_test_{}", uuid::Uuid::new_v4().simple());
         let admin = Database::connect(&admin_url)
@@ -177,21 +222,46 @@ impl TestApp {
         }
         admin.close().await.ok();
         let url = with_database(&admin_url, &name);
-        TestApp::start(&url, Backend::Postgres { admin_url, name }, limits, webhooks).await
+        TestApp::start(&url, Backend::Postgres { admin_url, name }, limits, webhooks, nudges).await
     }
 
-    async fn start(url: &str, backend: Backend, limits: ServerLimits, webhooks: Option<WebhookSettings>) -> TestApp {
-        let (addr, keys, dispatcher) = serve(url, limits, webhooks.clone()).await;
+    async fn start(
+        url: &str,
+        backend: Backend,
+        limits: ServerLimits,
+        webhooks: Option<WebhookSettings>,
+        nudges: Option<NudgeSettings>,
+    ) -> TestApp {
+        let (addr, keys, dispatcher, scheduler) = serve(url, limits, webhooks.clone(), nudges.clone()).await;
         let direct = persistence::connect(url, 2).await.expect("connect direct");
         let client = reqwest::Client::new();
-        TestApp { addr, client, keys, db: direct, backend, url: url.to_string(), dispatcher, webhooks }
+        TestApp {
+            addr,
+            client,
+            keys,
+            db: direct,
+            backend,
+            url: url.to_string(),
+            dispatcher,
+            webhooks,
+            scheduler,
+            nudges,
+        }
     }
 
     /// Another server on this database, as another process would be, with its own
     /// webhook dispatcher.
     pub async fn another_instance(&self, settings: WebhookSettings) -> Instance {
-        let (addr, _, dispatcher) = serve(&self.url, test_limits(), Some(settings)).await;
+        let nudges = TestApp::nudges_for(&Some(settings.clone()));
+        let (addr, _, dispatcher, _) = serve(&self.url, test_limits(), Some(settings), nudges).await;
         Instance { addr, dispatcher: dispatcher.expect("a dispatcher") }
+    }
+
+    /// Another server on this database with a nudge scheduler of its own (and no
+    /// webhook dispatcher).
+    pub async fn another_nudge_instance(&self, nudges: NudgeSettings) -> (SocketAddr, SchedulerHandle) {
+        let (addr, _, _, scheduler) = serve(&self.url, test_limits(), None, Some(nudges)).await;
+        (addr, scheduler.expect("a scheduler"))
     }
 
     /// The database URL the server runs on, for more server processes on the same database.
@@ -299,7 +369,8 @@ async fn serve(
     url: &str,
     limits: ServerLimits,
     webhooks: Option<WebhookSettings>,
-) -> (SocketAddr, Arc<JwtKeys>, Option<DispatcherHandle>) {
+    nudges: Option<NudgeSettings>,
+) -> (SocketAddr, Arc<JwtKeys>, Option<DispatcherHandle>, Option<SchedulerHandle>) {
     let db = persistence::connect(url, 8).await.expect("connect");
     persistence::migrate(&db).await.expect("migrate");
     let keys = JwtKeys::from_args(&jwt_args(), Mode::Production).expect("keys");
@@ -309,15 +380,20 @@ async fn serve(
         onramp = onramp.with_webhooks(settings);
         dispatcher = Some(onramp.spawn_dispatcher().expect("webhook dispatcher"));
     }
+    let run_scheduler = nudges.is_some();
+    if let Some(settings) = nudges {
+        onramp = onramp.with_nudges(settings);
+    }
     onramp.listen(url).await.expect("change listener");
     let state =
         AppState::new(onramp, keys, false).with_ws_init_timeout(std::time::Duration::from_secs(2)).with_limits(limits);
     let keys = state.keys.clone();
+    let scheduler = run_scheduler.then(|| onramp::nudges::spawn_scheduler(state.onramp.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (addr, keys, dispatcher)
+    (addr, keys, dispatcher, scheduler)
 }
 
 /// Seconds since the epoch, as JWT claims count time.

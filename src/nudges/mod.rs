@@ -1,0 +1,85 @@
+//! The nudge scheduler, the background side of nudges: one loop per instance that runs
+//! `Onramp::nudge_tick` whenever something may be due. The rules are `domain::nudges`; the
+//! use cases (tick, in-app reads, log, results) are in `service::nudges`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::domain::nudges::{Caps, QuietHours};
+use crate::service::Onramp;
+
+/// Everything about nudges that configuration decides.
+#[derive(Clone, Debug)]
+pub struct NudgeSettings {
+    /// The fatigue budget per subject, across all flows.
+    pub caps: Caps,
+    /// No nudge goes out in this daily window of the subject's local time; None: any time.
+    pub quiet_hours: Option<QuietHours>,
+    /// Due rows claimed per transaction.
+    pub batch: u64,
+    /// How often the scheduler looks for due nudges. An idle look is one indexed query.
+    pub poll_interval: Duration,
+    /// The engine's time: progress writes and the scheduler read it, so tests move both.
+    pub clock: Clock,
+}
+
+impl Default for NudgeSettings {
+    fn default() -> Self {
+        NudgeSettings {
+            caps: Caps::default(),
+            quiet_hours: QuietHours::parse("21:00-08:00").ok(),
+            batch: 500,
+            poll_interval: Duration::from_secs(5),
+            clock: Clock::system(),
+        }
+    }
+}
+
+/// Stops the scheduler; dropping it stops it too.
+pub struct SchedulerHandle {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SchedulerHandle {
+    /// Lets the tick in flight finish (it is one transaction), then returns.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.task.await {
+            tracing::warn!(error = %e, "the nudge scheduler ended abnormally");
+        }
+    }
+}
+
+/// Starts the scheduler of this engine.
+pub fn spawn_scheduler(onramp: Arc<Onramp>) -> SchedulerHandle {
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let poll = onramp.nudge_settings().poll_interval;
+        loop {
+            if *stopped.borrow() {
+                break;
+            }
+            let full = match onramp.nudge_tick().await {
+                Ok(report) => report.full,
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "a nudge tick failed");
+                    false
+                }
+            };
+            if full {
+                // A full batch: there is likely more now.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(poll) => {}
+                changed = stopped.changed() => if changed.is_err() { break },
+            }
+        }
+    });
+    SchedulerHandle { stop, task }
+}

@@ -1,0 +1,293 @@
+//! The nudge schedule (next due time per enrollment and rule) and the nudge log. Raw SQL
+//! with `$n` placeholders, which both backends take, so one text serves both.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbErr, QueryResult, Statement, Value};
+
+use super::is_postgres;
+use super::writes::{Writes, row_chunks};
+
+/// One (enrollment, rule) as the schedule keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleRow {
+    pub enrollment_id: i64,
+    pub rule_key: String,
+    pub subject_id: i64,
+    pub anchor_at: Option<DateTime<Utc>>,
+    pub number: i32,
+    pub due_at: Option<DateTime<Utc>>,
+}
+
+fn statement(db: &impl ConnectionTrait, sql: impl Into<String>, values: Vec<Value>) -> Statement {
+    Statement::from_sql_and_values(db.get_database_backend(), sql.into(), values)
+}
+
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Queues the rows a write computed from the enrollments it saves. A row whose anchor is
+/// unchanged keeps its stored occurrence and due time (the scheduler may have moved them
+/// on: a repeat, a wait for quiet hours); a new anchor, or none, replaces them.
+pub fn schedule(writes: &mut Writes, rows: &[ScheduleRow]) {
+    for chunk in row_chunks(rows) {
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 6);
+        let mut tuples = Vec::with_capacity(chunk.len());
+        for row in chunk {
+            tuples.push(format!("({})", placeholders(values.len() + 1, 6)));
+            values.push(row.enrollment_id.into());
+            values.push(row.rule_key.clone().into());
+            values.push(row.subject_id.into());
+            values.push(row.anchor_at.into());
+            values.push(row.number.into());
+            values.push(row.due_at.into());
+        }
+        let sql = format!(
+            "INSERT INTO nudge_schedule (enrollment_id, rule_key, subject_id, anchor_at, number, due_at) VALUES {} \
+             ON CONFLICT (enrollment_id, rule_key) DO UPDATE SET \
+             number = CASE WHEN nudge_schedule.anchor_at = excluded.anchor_at THEN nudge_schedule.number ELSE excluded.number END, \
+             due_at = CASE WHEN nudge_schedule.anchor_at = excluded.anchor_at THEN nudge_schedule.due_at ELSE excluded.due_at END, \
+             anchor_at = excluded.anchor_at",
+            tuples.join(", ")
+        );
+        writes.push_statement(Statement::from_sql_and_values(writes.backend(), sql, values));
+    }
+}
+
+/// Anything due by `now`: one probe of the due index, what an idle tick costs.
+pub async fn any_due(db: &impl ConnectionTrait, now: DateTime<Utc>) -> Result<bool, DbErr> {
+    let sql = "SELECT 1 FROM nudge_schedule WHERE due_at IS NOT NULL AND due_at <= $1 LIMIT 1";
+    Ok(db.query_one_raw(statement(db, sql, vec![now.into()])).await?.is_some())
+}
+
+fn schedule_row(row: &QueryResult) -> Result<ScheduleRow, DbErr> {
+    Ok(ScheduleRow {
+        enrollment_id: row.try_get_by("enrollment_id")?,
+        rule_key: row.try_get_by("rule_key")?,
+        subject_id: row.try_get_by("subject_id")?,
+        anchor_at: row.try_get_by("anchor_at")?,
+        number: row.try_get_by("number")?,
+        due_at: row.try_get_by("due_at")?,
+    })
+}
+
+/// Claims up to `limit` rows due by `now`, earliest first, locked until the transaction
+/// ends. On PostgreSQL rows another instance holds are skipped, not waited for.
+pub async fn claim(db: &impl ConnectionTrait, now: DateTime<Utc>, limit: u64) -> Result<Vec<ScheduleRow>, DbErr> {
+    let lock = if is_postgres(db) { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let sql = format!(
+        "SELECT enrollment_id, rule_key, subject_id, anchor_at, number, due_at FROM nudge_schedule \
+         WHERE due_at IS NOT NULL AND due_at <= $1 ORDER BY due_at LIMIT {limit}{lock}"
+    );
+    db.query_all_raw(statement(db, sql, vec![now.into()])).await?.iter().map(schedule_row).collect()
+}
+
+/// Of these subjects, those this transaction may decide for: on PostgreSQL, those whose
+/// transaction-scoped advisory lock it gets without waiting (another instance deciding
+/// for a subject keeps it until it commits, so two never spend one budget at once); on
+/// SQLite, all (one worker, and the write lock).
+pub async fn lock_subjects(db: &impl ConnectionTrait, mut ids: Vec<i64>) -> Result<Vec<i64>, DbErr> {
+    ids.sort_unstable();
+    ids.dedup();
+    if !is_postgres(db) || ids.is_empty() {
+        return Ok(ids);
+    }
+    let sql = format!(
+        "SELECT s FROM (VALUES {}) AS v(s) WHERE pg_try_advisory_xact_lock(hashtextextended('onramp.nudge:' || s, 0))",
+        (1..=ids.len()).map(|i| format!("(${i}::bigint)")).collect::<Vec<_>>().join(", ")
+    );
+    let rows = db.query_all_raw(statement(db, sql, ids.into_iter().map(Value::from).collect())).await?;
+    rows.iter().map(|r| r.try_get_by::<i64, _>("s")).collect()
+}
+
+/// The times of the nudges sent to these subjects since `since`.
+pub async fn sends_since(
+    db: &impl ConnectionTrait,
+    subject_ids: &[i64],
+    since: DateTime<Utc>,
+) -> Result<HashMap<i64, Vec<DateTime<Utc>>>, DbErr> {
+    let mut sent: HashMap<i64, Vec<DateTime<Utc>>> = HashMap::new();
+    if subject_ids.is_empty() {
+        return Ok(sent);
+    }
+    let sql = format!(
+        "SELECT subject_id, at FROM nudge_log WHERE outcome = 'SENT' AND at > $1 AND subject_id IN ({})",
+        placeholders(2, subject_ids.len())
+    );
+    let mut values: Vec<Value> = vec![since.into()];
+    values.extend(subject_ids.iter().map(|id| Value::from(*id)));
+    for row in db.query_all_raw(statement(db, sql, values)).await? {
+        sent.entry(row.try_get_by("subject_id")?).or_default().push(row.try_get_by("at")?);
+    }
+    Ok(sent)
+}
+
+/// Moves one schedule row on: the next occurrence, the same one later, or none.
+pub async fn reschedule(
+    db: &impl ConnectionTrait,
+    enrollment_id: i64,
+    rule_key: &str,
+    anchor_at: Option<DateTime<Utc>>,
+    number: i32,
+    due_at: Option<DateTime<Utc>>,
+) -> Result<(), DbErr> {
+    let sql =
+        "UPDATE nudge_schedule SET anchor_at = $1, number = $2, due_at = $3 WHERE enrollment_id = $4 AND rule_key = $5";
+    let values = vec![anchor_at.into(), number.into(), due_at.into(), enrollment_id.into(), rule_key.into()];
+    db.execute_raw(statement(db, sql, values)).await?;
+    Ok(())
+}
+
+/// A line of the nudge log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogEntry {
+    pub id: i64,
+    pub occurrence: String,
+    pub subject_id: i64,
+    pub enrollment_id: i64,
+    pub flow_key: String,
+    pub flow_version: i32,
+    pub rule_key: String,
+    pub anchor_at: DateTime<Utc>,
+    pub number: i32,
+    pub outcome: String,
+    pub channel: String,
+    pub title: String,
+    pub message: String,
+    pub at: DateTime<Utc>,
+    pub until: Option<DateTime<Utc>>,
+    pub dismissed_at: Option<DateTime<Utc>>,
+}
+
+const LOG_COLUMNS: &str = "id, occurrence, subject_id, enrollment_id, flow_key, flow_version, rule_key, anchor_at, \
+                           number, outcome, channel, title, message, at, until, dismissed_at";
+
+fn log_entry(row: &QueryResult) -> Result<LogEntry, DbErr> {
+    Ok(LogEntry {
+        id: row.try_get_by("id")?,
+        occurrence: row.try_get_by("occurrence")?,
+        subject_id: row.try_get_by("subject_id")?,
+        enrollment_id: row.try_get_by("enrollment_id")?,
+        flow_key: row.try_get_by("flow_key")?,
+        flow_version: row.try_get_by("flow_version")?,
+        rule_key: row.try_get_by("rule_key")?,
+        anchor_at: row.try_get_by("anchor_at")?,
+        number: row.try_get_by("number")?,
+        outcome: row.try_get_by("outcome")?,
+        channel: row.try_get_by("channel")?,
+        title: row.try_get_by("title")?,
+        message: row.try_get_by("message")?,
+        at: row.try_get_by("at")?,
+        until: row.try_get_by("until")?,
+        dismissed_at: row.try_get_by("dismissed_at")?,
+    })
+}
+
+/// Logs an entry unless its occurrence is logged already; its id when it was inserted.
+/// The unique occurrence is what makes a send happen once: the caller sends only when
+/// this inserted.
+pub async fn log(db: &impl ConnectionTrait, e: &LogEntry) -> Result<Option<i64>, DbErr> {
+    let sql = format!(
+        "INSERT INTO nudge_log (occurrence, subject_id, enrollment_id, flow_key, flow_version, rule_key, anchor_at, \
+         number, outcome, channel, title, message, at, until, dismissed_at) VALUES ({}) \
+         ON CONFLICT (occurrence) DO NOTHING RETURNING id",
+        placeholders(1, 15)
+    );
+    let values: Vec<Value> = vec![
+        e.occurrence.clone().into(),
+        e.subject_id.into(),
+        e.enrollment_id.into(),
+        e.flow_key.clone().into(),
+        e.flow_version.into(),
+        e.rule_key.clone().into(),
+        e.anchor_at.into(),
+        e.number.into(),
+        e.outcome.clone().into(),
+        e.channel.clone().into(),
+        e.title.clone().into(),
+        e.message.clone().into(),
+        e.at.into(),
+        e.until.into(),
+        e.dismissed_at.into(),
+    ];
+    match db.query_one_raw(statement(db, sql, values)).await? {
+        Some(row) => Ok(Some(row.try_get_by("id")?)),
+        None => Ok(None),
+    }
+}
+
+/// In-app nudges sent to these subjects and not dismissed, newest first.
+pub async fn undismissed(db: &impl ConnectionTrait, subject_ids: &[i64], limit: u64) -> Result<Vec<LogEntry>, DbErr> {
+    if subject_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {LOG_COLUMNS} FROM nudge_log WHERE outcome = 'SENT' AND channel IN ('in_app', 'both') \
+         AND dismissed_at IS NULL AND subject_id IN ({}) ORDER BY at DESC, id DESC LIMIT {limit}",
+        placeholders(1, subject_ids.len())
+    );
+    let values = subject_ids.iter().map(|id| Value::from(*id)).collect();
+    db.query_all_raw(statement(db, sql, values)).await?.iter().map(log_entry).collect()
+}
+
+/// One log entry by id, if it belongs to one of these subjects.
+pub async fn entry(db: &impl ConnectionTrait, id: i64, subject_ids: &[i64]) -> Result<Option<LogEntry>, DbErr> {
+    if subject_ids.is_empty() {
+        return Ok(None);
+    }
+    let sql = format!(
+        "SELECT {LOG_COLUMNS} FROM nudge_log WHERE id = $1 AND subject_id IN ({})",
+        placeholders(2, subject_ids.len())
+    );
+    let mut values: Vec<Value> = vec![id.into()];
+    values.extend(subject_ids.iter().map(|s| Value::from(*s)));
+    db.query_one_raw(statement(db, sql, values)).await?.as_ref().map(log_entry).transpose()
+}
+
+/// Marks a sent nudge dismissed (the first dismissal's time stays).
+pub async fn dismiss(db: &impl ConnectionTrait, id: i64, now: DateTime<Utc>) -> Result<(), DbErr> {
+    let sql = "UPDATE nudge_log SET dismissed_at = $1 WHERE id = $2 AND dismissed_at IS NULL";
+    db.execute_raw(statement(db, sql, vec![now.into(), id.into()])).await?;
+    Ok(())
+}
+
+/// A subject's log, newest first, before the id `before` when given.
+pub async fn log_of(
+    db: &impl ConnectionTrait,
+    subject_id: i64,
+    before: Option<i64>,
+    limit: u64,
+) -> Result<Vec<LogEntry>, DbErr> {
+    let sql =
+        format!("SELECT {LOG_COLUMNS} FROM nudge_log WHERE subject_id = $1 AND id < $2 ORDER BY id DESC LIMIT {limit}");
+    let values = vec![subject_id.into(), before.unwrap_or(i64::MAX).into()];
+    db.query_all_raw(statement(db, sql, values)).await?.iter().map(log_entry).collect()
+}
+
+/// For each enrollment that a rule's nudge reached or held out, the first such entry:
+/// (held out, when, the enrollment's completion).
+pub async fn exposures(
+    db: &impl ConnectionTrait,
+    flow_key: &str,
+    rule_key: &str,
+) -> Result<Vec<(bool, DateTime<Utc>, Option<DateTime<Utc>>)>, DbErr> {
+    let sql = "SELECT l.enrollment_id, l.outcome, l.at, e.completed_at FROM nudge_log l \
+               JOIN enrollments e ON e.id = l.enrollment_id \
+               WHERE l.flow_key = $1 AND l.rule_key = $2 AND l.outcome IN ('SENT', 'HELD_OUT') \
+               ORDER BY l.enrollment_id, l.at, l.id";
+    let rows = db.query_all_raw(statement(db, sql, vec![flow_key.into(), rule_key.into()])).await?;
+    let mut units = Vec::new();
+    let mut last: Option<i64> = None;
+    for row in rows {
+        let enrollment: i64 = row.try_get_by("enrollment_id")?;
+        if last == Some(enrollment) {
+            continue;
+        }
+        last = Some(enrollment);
+        let outcome: String = row.try_get_by("outcome")?;
+        units.push((outcome == "HELD_OUT", row.try_get_by("at")?, row.try_get_by("completed_at")?));
+    }
+    Ok(units)
+}
