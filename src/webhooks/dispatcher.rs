@@ -104,6 +104,15 @@ impl Dispatcher {
         self.settings.endpoint_concurrency.max(1) * 4
     }
 
+    /// Claims taken per round, and the count at which an endpoint is left out of claims:
+    /// half the per-endpoint maximum. An endpoint below it can take a whole round and stay
+    /// within its maximum, whichever endpoints the round's claims turn out to be for. An
+    /// endpoint falling below it wakes the loop, so one endpoint's backlog drains at the
+    /// pace of its answers rather than of the poll interval.
+    fn endpoint_round(&self) -> usize {
+        (self.max_held_per_endpoint() / 2).max(1)
+    }
+
     async fn run(self: Arc<Self>, wake: Arc<Notify>, mut stopped: watch::Receiver<bool>) {
         // Outcomes are written by a task of their own, many per write: attempts finish
         // while the previous write is in flight, and go together in the next.
@@ -166,12 +175,12 @@ impl Dispatcher {
             let busy: Vec<String> = held
                 .endpoints
                 .iter()
-                .filter(|(_, (n, _))| *n >= self.max_held_per_endpoint())
+                .filter(|(_, (n, _))| *n >= self.endpoint_round())
                 .map(|(id, _)| id.clone())
                 .collect();
             (self.max_held().saturating_sub(held.total), busy)
         };
-        let limit = room.min(batch);
+        let limit = room.min(batch).min(self.endpoint_round());
         if limit == 0 {
             return more;
         }
@@ -233,9 +242,10 @@ impl Dispatcher {
 
     fn unhold(&self, endpoint: &str) {
         let mut held = self.held();
-        let was_full = held.total >= self.max_held();
+        let mut was_full = held.total >= self.max_held();
         held.total = held.total.saturating_sub(1);
         if let Some(entry) = held.endpoints.get_mut(endpoint) {
+            was_full |= entry.0 == self.endpoint_round();
             entry.0 = entry.0.saturating_sub(1);
             if entry.0 == 0 {
                 held.endpoints.remove(endpoint);
