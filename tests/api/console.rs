@@ -4,11 +4,10 @@
 //! 50 % within a second without a reload; flows with their versions; the analytics charts
 //! drawn from the same numbers the API gives. Screenshots go to target/console-screenshots.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{ChildStdin, Command};
 use std::time::{Duration, Instant};
 
 use onramp::auth::JwtKeys;
@@ -16,11 +15,11 @@ use onramp::config::Mode;
 use onramp::service::Onramp;
 use onramp::{AppState, http, persistence};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 use crate::both;
 use crate::common::js::{ensure_js_dependencies, js_dir};
+use crate::common::process::Process;
 use crate::common::{TestApp, jwt_args};
 
 both!(the_console_is_served_under_a_strict_policy, the_console_works_in_a_real_browser);
@@ -315,41 +314,20 @@ async fn the_console_works_in_a_real_browser(app: TestApp) {
     }
 }
 
-/// tests/js/console.mjs: JSON lines on stdout, commands on stdin, killed when dropped.
+/// tests/js/console.mjs: JSON lines on stdout, commands on stdin, stopped when dropped.
 struct Browser {
-    child: Child,
+    process: Process,
     stdin: Option<ChildStdin>,
-    lines: mpsc::UnboundedReceiver<String>,
-    stderr: Arc<Mutex<String>>,
 }
 
 impl Browser {
-    fn spawn(mut command: Command) -> Browser {
-        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start node tests/js/console.mjs: {e}"));
-        let stdout = child.stdout.take().expect("stdout");
-        let (sender, lines) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = sender.send(line);
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("stderr");
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buffer = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buffer) {
-                sink.lock().unwrap_or_else(|e| e.into_inner()).push_str(&String::from_utf8_lossy(&buffer[..n]));
-            }
-        });
-        let stdin = child.stdin.take();
-        Browser { child, stdin, lines, stderr }
+    fn spawn(command: Command) -> Browser {
+        let (process, stdin) = Process::spawn_with_stdin("node tests/js/console.mjs", command);
+        Browser { process, stdin: Some(stdin) }
     }
 
     fn stderr(&self) -> String {
-        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.process.stderr()
     }
 
     fn send(&mut self, line: &str) {
@@ -359,11 +337,11 @@ impl Browser {
 
     /// The next line, which must be the named event.
     async fn event(&mut self, name: &str, within: Duration) -> Value {
-        let line = match timeout(within, self.lines.recv()).await {
+        let line = match timeout(within, self.process.lines.recv()).await {
             Ok(Some(line)) => line,
             Ok(None) => {
                 // Exited: let stderr arrive in full.
-                let _ = self.child.wait();
+                let _ = self.process.child.wait();
                 std::thread::sleep(Duration::from_millis(100));
                 panic!("console.mjs ended before `{name}`; stderr:\n{}", self.stderr())
             }
@@ -376,34 +354,26 @@ impl Browser {
 
     async fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
         self.stdin = None;
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "console.mjs still running after {within:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.process.wait(within).await
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
         self.stdin = None;
-        if !matches!(self.child.try_wait(), Ok(None)) {
+        let child = &mut self.process.child;
+        if !matches!(child.try_wait(), Ok(None)) {
             return; // exited (and reaped): its pid may belong to someone else now
         }
         // SIGTERM first: playwright then closes the browser it launched, which a SIGKILL
-        // of node would leave running.
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        // of node (what dropping the process does) would leave running.
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
+            if !matches!(child.try_wait(), Ok(None)) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -3,21 +3,20 @@
 //! between server processes sharing one PostgreSQL database, a resync when the change
 //! listener reconnects, and the graphql-ws client library that apps use.
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use onramp::auth::Role;
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, timeout};
 
 use crate::both;
 use crate::common::js::ensure_js_dependencies;
+use crate::common::process::{Process, start_onramp};
 use crate::common::ws::{Frame, LEGACY_WS, RECV, TRANSPORT_WS, WsClient};
 use crate::common::{TEST_SECRET, TestApp, complete_mutation, sample_flow, sign_hmac, status_query, unix_now};
 
@@ -385,111 +384,6 @@ async fn graphql_ws_reference_client(app: TestApp) {
 
 // ----- PostgreSQL: several server processes, and the change listener -----
 
-/// A child process, killed when dropped. Its stdout arrives line by line; its stderr is
-/// kept for failure messages.
-struct Process {
-    name: String,
-    child: Child,
-    lines: mpsc::UnboundedReceiver<String>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Process {
-    fn spawn(name: &str, mut command: Command) -> Process {
-        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let stdout = child.stdout.take().expect("stdout");
-        let (sender, lines) = mpsc::unbounded_channel();
-        // Keep draining after the test stops listening, so the child never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = sender.send(line);
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("stderr");
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buffer = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buffer) {
-                sink.lock().unwrap_or_else(|e| e.into_inner()).push_str(&String::from_utf8_lossy(&buffer[..n]));
-            }
-        });
-        Process { name: name.to_string(), child, lines, stderr }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// The next stdout line, failing the test when none comes within `within`.
-    async fn line(&mut self, within: Duration) -> String {
-        match timeout(within, self.lines.recv()).await {
-            Ok(Some(line)) => line,
-            Ok(None) => panic!("{} closed its stdout; stderr:\n{}", self.name, self.stderr()),
-            Err(_) => panic!("no output from {} within {within:?}; stderr:\n{}", self.name, self.stderr()),
-        }
-    }
-
-    /// The remaining stdout lines, once the process has exited.
-    async fn rest(&mut self) -> Vec<String> {
-        let mut rest = Vec::new();
-        while let Some(line) = timeout(RECV, self.lines.recv()).await.expect("stdout to end") {
-            rest.push(line);
-        }
-        rest
-    }
-
-    async fn wait(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} still running after {within:?}; stderr:\n{}",
-                self.name,
-                self.stderr()
-            );
-            sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the real `onramp` binary on a database, on a port of its own.
-async fn start_onramp(name: &str, database_url: &str) -> (Process, SocketAddr) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_onramp"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("ONRAMP_") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .env("DATABASE_URL", database_url)
-        .env("ONRAMP_BIND", "127.0.0.1:0")
-        .env("ONRAMP_JWT_SECRET", TEST_SECRET)
-        .env("ONRAMP_MODE", "production")
-        .env("RUST_LOG", "warn");
-    let mut process = Process::spawn(name, command);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let line = process.line(deadline.saturating_duration_since(Instant::now())).await;
-        if let Some(addr) = line.strip_prefix("onramp listening on http://") {
-            let addr = addr.trim().parse().unwrap_or_else(|e| panic!("{name}: bad address in `{line}`: {e}"));
-            return (process, addr);
-        }
-    }
-}
-
 /// A GraphQL request to any server, failing the test on errors.
 async fn gql_ok(app: &TestApp, addr: SocketAddr, token: &str, query: &str, variables: Value) -> Value {
     let response = app
@@ -528,8 +422,8 @@ async fn wait_for_listeners(app: &TestApp, n: i64) {
 async fn two_processes_share_changes_through_postgres() {
     // The harness creates and migrates the database (and runs a server of its own on it).
     let app = TestApp::postgres().await;
-    let (_a, a) = start_onramp("onramp A", app.database_url()).await;
-    let (_b, b) = start_onramp("onramp B", app.database_url()).await;
+    let (_a, a) = start_onramp("onramp A", app.database_url(), &[]).await;
+    let (_b, b) = start_onramp("onramp B", app.database_url(), &[]).await;
     // Ours, A's and B's: a change made before a listener is up would not reach it.
     wait_for_listeners(&app, 3).await;
 
@@ -578,8 +472,8 @@ async fn concurrent_writes_on_one_process_all_reach_another() {
     // carry many): none of them may be left out.
     const USERS: usize = 24;
     let app = TestApp::postgres().await;
-    let (_a, a) = start_onramp("onramp A", app.database_url()).await;
-    let (_b, b) = start_onramp("onramp B", app.database_url()).await;
+    let (_a, a) = start_onramp("onramp A", app.database_url(), &[]).await;
+    let (_b, b) = start_onramp("onramp B", app.database_url(), &[]).await;
     wait_for_listeners(&app, 3).await;
     gql_ok(&app, b, &app.admin(), PUBLISH, json!({ "d": live_flow() })).await;
 
@@ -607,8 +501,8 @@ async fn a_flow_published_on_one_process_enrolls_on_the_next_write_on_another() 
     // Each instance keeps the active flows in memory between flow changes; a change on
     // another instance must reach it (through NOTIFY) before its next writes.
     let app = TestApp::postgres().await;
-    let (_a, a) = start_onramp("onramp A", app.database_url()).await;
-    let (_b, b) = start_onramp("onramp B", app.database_url()).await;
+    let (_a, a) = start_onramp("onramp A", app.database_url(), &[]).await;
+    let (_b, b) = start_onramp("onramp B", app.database_url(), &[]).await;
     wait_for_listeners(&app, 3).await;
     let set_attributes = "mutation($a: JSON!) { setSubjectAttributes(subjectId: \"alice\", attributes: $a) { id } }";
     // A write on A: A now holds the active flows, none of which has an audience.

@@ -6,69 +6,45 @@
 //! runs out.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
+use crate::common::TestApp;
+use crate::common::process::{Process, start_onramp};
 use crate::common::receiver::{Received, Receiver};
-use crate::common::{TEST_SECRET, TestApp};
 
-/// One attempt may take 1 s, so a dead process's claims run out after 4 × 1 + 5 s.
-const TIMEOUT_SECONDS: &str = "1";
+/// A server process of the built binary on `database_url`, with its webhook dispatcher:
+/// loopback http receivers allowed, attempts of at most 1 s (so a dead process's claims
+/// run out after 4 × 1 + 5 s), quick polling and retries.
+async fn start_server(database_url: &str) -> Server {
+    let (process, addr) = start_onramp(
+        "onramp",
+        database_url,
+        &[
+            ("ONRAMP_DB_MAX_CONNECTIONS", "8"),
+            ("ONRAMP_WEBHOOK_ALLOW_PRIVATE", "true"),
+            ("ONRAMP_WEBHOOK_ALLOW_HTTP", "true"),
+            ("ONRAMP_WEBHOOK_TIMEOUT", "1"),
+            ("ONRAMP_WEBHOOK_POLL_MS", "50"),
+            ("ONRAMP_WEBHOOK_RETRY_SCHEDULE", "0,0.2,0.5,1,1,1,1,1"),
+        ],
+    )
+    .await;
+    Server { process, url: format!("http://{addr}") }
+}
 
-/// A server process of the built binary on `database_url`, with its webhook dispatcher.
 struct Server {
-    child: Child,
+    process: Process,
     url: String,
 }
 
 impl Server {
-    async fn start(database_url: &str) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_onramp"))
-            .arg("serve")
-            .env("DATABASE_URL", database_url)
-            .env("ONRAMP_MODE", "production")
-            .env("ONRAMP_BIND", "127.0.0.1:0")
-            .env("ONRAMP_JWT_SECRET", TEST_SECRET)
-            .env("ONRAMP_DB_MAX_CONNECTIONS", "8")
-            .env("ONRAMP_WEBHOOK_ALLOW_PRIVATE", "true")
-            .env("ONRAMP_WEBHOOK_ALLOW_HTTP", "true")
-            .env("ONRAMP_WEBHOOK_TIMEOUT", TIMEOUT_SECONDS)
-            .env("ONRAMP_WEBHOOK_POLL_MS", "50")
-            .env("ONRAMP_WEBHOOK_RETRY_SCHEDULE", "0,0.2,0.5,1,1,1,1,1")
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the onramp binary");
-        // The server's output, read on a thread of its own for as long as it runs, so the
-        // server never blocks on a full pipe.
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("onramp listening on ")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(url.trim().to_string());
-                }
-            }
-        });
-        let url = tokio::time::timeout(Duration::from_secs(60), rx)
-            .await
-            .expect("the server did not start within 60 s")
-            .expect("the server exited before listening");
-        Server { child, url }
-    }
-
     /// SIGKILL: no shutdown, no flush, claims left as they are.
     fn kill(mut self) {
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("reap the killed server");
+        self.process.child.kill().expect("kill -9");
+        self.process.child.wait().expect("reap the killed server");
     }
 
     async fn admin(&self, app: &TestApp, query: &str, variables: Value) -> Value {
@@ -142,7 +118,7 @@ async fn killed_mid_delivery(app: TestApp, processes: usize, events: usize) {
     receiver.delay(&vec![Duration::from_millis(5); events]);
     let mut servers = Vec::new();
     for _ in 0..processes {
-        servers.push(Server::start(app.database_url()).await);
+        servers.push(start_server(app.database_url()).await);
     }
     servers[0]
         .admin(
@@ -158,7 +134,7 @@ async fn killed_mid_delivery(app: TestApp, processes: usize, events: usize) {
     victim.kill();
     let sent_before_the_kill: BTreeSet<String> = receiver.received().into_iter().map(|r| r.id).collect();
     assert!(sent_before_the_kill.len() < events, "the kill came after everything was delivered");
-    servers.push(Server::start(app.database_url()).await);
+    servers.push(start_server(app.database_url()).await);
 
     let started = Instant::now();
     wait_for_distinct(&receiver, events, Duration::from_secs(180)).await;
@@ -226,12 +202,4 @@ async fn postgres_a_server_killed_mid_delivery_delivers_everything_after_restart
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_two_processes_deliver_10_000_events_through_a_kill() {
     killed_mid_delivery(TestApp::postgres().await, 2, 10_000).await;
-}
-
-impl Drop for Server {
-    /// A failing test does not leave servers behind.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

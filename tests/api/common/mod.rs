@@ -487,6 +487,7 @@ impl Drop for TestApp {
 
 pub mod binary;
 pub mod js;
+pub mod process;
 pub mod receiver;
 pub mod ws;
 
