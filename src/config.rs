@@ -199,6 +199,9 @@ pub struct NudgeArgs {
     /// Milliseconds between looks for due nudges (an idle look is one indexed query).
     #[arg(long, env = "ONRAMP_NUDGE_POLL_MS", default_value_t = 5000)]
     pub nudge_poll_ms: u64,
+    /// Due nudges claimed and decided per transaction (1 to 5,000).
+    #[arg(long, env = "ONRAMP_NUDGE_BATCH", default_value_t = 500)]
+    pub nudge_batch: u64,
 }
 
 impl NudgeArgs {
@@ -212,6 +215,7 @@ impl NudgeArgs {
             caps: Caps { per_day: self.nudge_cap_day, per_week: self.nudge_cap_week },
             quiet_hours,
             poll_interval: std::time::Duration::from_millis(self.nudge_poll_ms.max(10)),
+            batch: self.nudge_batch.clamp(1, 5_000),
             ..crate::nudges::NudgeSettings::default()
         })
     }

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub rate_limited: IntCounter,
     /// Events taken in by trackEvent(s), by status (new, duplicate, rejected).
     pub events: IntCounterVec,
+    /// Nudge occurrences the scheduler of this instance decided, by outcome.
+    pub nudges: IntCounterVec,
     /// Database pool connections by state (idle, in_use), read when scraped.
     pub pool_connections: IntGaugeVec,
     /// The pool's configured maximum.
@@ -94,6 +96,11 @@ impl Metrics {
             &["status"],
         )
         .expect("metric definition");
+        let nudges = IntCounterVec::new(
+            Opts::new("onramp_nudges_total", "Nudge occurrences this instance's scheduler decided, by outcome."),
+            &["outcome"],
+        )
+        .expect("metric definition");
         let pool_connections = IntGaugeVec::new(
             Opts::new("onramp_db_pool_connections", "Database pool connections by state."),
             &["state"],
@@ -129,6 +136,7 @@ impl Metrics {
             websockets,
             rate_limited,
             events,
+            nudges,
             pool_connections,
             pool_max,
             outbox_pending,
@@ -137,13 +145,14 @@ impl Metrics {
             deliveries_overdue_seconds,
             names: Mutex::new(HashSet::new()),
         };
-        let own: [Box<dyn Collector>; 12] = [
+        let own: [Box<dyn Collector>; 13] = [
             Box::new(metrics.requests.clone()),
             Box::new(metrics.latency.clone()),
             Box::new(metrics.subscriptions.clone()),
             Box::new(metrics.websockets.clone()),
             Box::new(metrics.rate_limited.clone()),
             Box::new(metrics.events.clone()),
+            Box::new(metrics.nudges.clone()),
             Box::new(metrics.pool_connections.clone()),
             Box::new(metrics.pool_max.clone()),
             Box::new(metrics.outbox_pending.clone()),
@@ -158,6 +167,9 @@ impl Metrics {
         // the first one counts.
         for status in ["new", "duplicate", "rejected"] {
             metrics.events.with_label_values(&[status]);
+        }
+        for outcome in crate::service::nudge_outcome::ALL {
+            metrics.nudges.with_label_values(&[outcome.to_ascii_lowercase()]);
         }
         metrics
     }

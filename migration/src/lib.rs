@@ -13,6 +13,7 @@ mod m20261121_000007_rollup;
 mod m20261203_000008_webhooks;
 mod m20261203_000009_webhook_attempt_rounds;
 mod m20261203_000010_nudges;
+mod m20261203_000011_nudge_waiting;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000008_webhooks::Migration),
             Box::new(m20261203_000009_webhook_attempt_rounds::Migration),
             Box::new(m20261203_000010_nudges::Migration),
+            Box::new(m20261203_000011_nudge_waiting::Migration),
         ]
     }
 }

@@ -54,7 +54,8 @@ impl From<&LogEntry> for Nudge {
 pub enum NudgeOutcome {
     /// Sent (in-app, webhook or both, as the rule says).
     Sent,
-    /// Not sent: the subject's fatigue budget went to nudges of higher priority or sent earlier.
+    /// Waiting: the subject's fatigue budget went to nudges of higher priority or sent earlier;
+    /// due again when the budget is back (see `until`), sent then if it still holds.
     SuppressedByCap,
     /// Waiting: it was due in the subject's quiet hours and goes out when they end (see `until`).
     SuppressedByQuietHours,
@@ -96,7 +97,8 @@ pub struct NudgeLogEntry {
     pub channel: String,
     /// When the scheduler decided.
     pub at: DateTime<Utc>,
-    /// For SUPPRESSED_BY_QUIET_HOURS: when the quiet hours end and the nudge is due again.
+    /// For SUPPRESSED_BY_QUIET_HOURS and SUPPRESSED_BY_CAP: when the wait ends and the nudge
+    /// is due again.
     pub until: Option<DateTime<Utc>>,
     /// The rule's title when the entry was made.
     pub title: String,

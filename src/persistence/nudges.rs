@@ -18,6 +18,8 @@ pub struct ScheduleRow {
     pub anchor_at: Option<DateTime<Utc>>,
     pub number: i32,
     pub due_at: Option<DateTime<Utc>>,
+    /// The occurrence came due and waits for quiet hours or the budget to end (`due_at`).
+    pub waiting: bool,
 }
 
 fn statement(db: &impl ConnectionTrait, sql: impl Into<String>, values: Vec<Value>) -> Statement {
@@ -30,30 +32,49 @@ fn placeholders(first: usize, count: usize) -> String {
 
 /// Queues the rows a write computed from the enrollments it saves. A row whose anchor is
 /// unchanged keeps its stored occurrence and due time (the scheduler may have moved them
-/// on: a repeat, a wait for quiet hours); a new anchor, or none, replaces them.
-pub fn schedule(writes: &mut Writes, rows: &[ScheduleRow]) {
+/// on: a repeat, a wait for quiet hours or the budget). So does a row whose occurrence
+/// came due (due by `now`, or waiting): the scheduler then sees it no longer hold, logs it
+/// cancelled by progress, and schedules the rule from the new anchor; that is how the log
+/// can say "on its way, then cancelled". The new occurrence loses nothing by the wait: a
+/// waiting row waits for the end of the subject's quiet hours or budget, before which no
+/// nudge could reach the subject anyway. Any other row takes the new anchor, or none.
+pub fn schedule(writes: &mut Writes, rows: &[ScheduleRow], now: DateTime<Utc>) {
     for chunk in row_chunks(rows) {
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 6);
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * COLUMNS + 1);
         let mut tuples = Vec::with_capacity(chunk.len());
         for row in chunk {
-            tuples.push(format!("({})", placeholders(values.len() + 1, 6)));
-            values.push(row.enrollment_id.into());
-            values.push(row.rule_key.clone().into());
-            values.push(row.subject_id.into());
-            values.push(row.anchor_at.into());
-            values.push(row.number.into());
-            values.push(row.due_at.into());
+            tuples.push(format!("({})", placeholders(values.len() + 1, COLUMNS)));
+            push_row(&mut values, row);
         }
+        values.push(now.into());
+        let keep = format!(
+            "(nudge_schedule.anchor_at = excluded.anchor_at OR nudge_schedule.waiting OR nudge_schedule.due_at <= ${})",
+            values.len()
+        );
         let sql = format!(
-            "INSERT INTO nudge_schedule (enrollment_id, rule_key, subject_id, anchor_at, number, due_at) VALUES {} \
+            "INSERT INTO nudge_schedule ({SCHEDULE_COLUMNS}) VALUES {} \
              ON CONFLICT (enrollment_id, rule_key) DO UPDATE SET \
-             number = CASE WHEN nudge_schedule.anchor_at = excluded.anchor_at THEN nudge_schedule.number ELSE excluded.number END, \
-             due_at = CASE WHEN nudge_schedule.anchor_at = excluded.anchor_at THEN nudge_schedule.due_at ELSE excluded.due_at END, \
-             anchor_at = excluded.anchor_at",
+             number = CASE WHEN {keep} THEN nudge_schedule.number ELSE excluded.number END, \
+             due_at = CASE WHEN {keep} THEN nudge_schedule.due_at ELSE excluded.due_at END, \
+             waiting = CASE WHEN {keep} THEN nudge_schedule.waiting ELSE excluded.waiting END, \
+             anchor_at = CASE WHEN {keep} THEN nudge_schedule.anchor_at ELSE excluded.anchor_at END",
             tuples.join(", ")
         );
         writes.push_statement(Statement::from_sql_and_values(writes.backend(), sql, values));
     }
+}
+
+const SCHEDULE_COLUMNS: &str = "enrollment_id, rule_key, subject_id, anchor_at, number, due_at, waiting";
+const COLUMNS: usize = 7;
+
+fn push_row(values: &mut Vec<Value>, row: &ScheduleRow) {
+    values.push(row.enrollment_id.into());
+    values.push(row.rule_key.clone().into());
+    values.push(row.subject_id.into());
+    values.push(row.anchor_at.into());
+    values.push(row.number.into());
+    values.push(row.due_at.into());
+    values.push(row.waiting.into());
 }
 
 /// Anything due by `now`: one probe of the due index, what an idle tick costs.
@@ -70,6 +91,7 @@ fn schedule_row(row: &QueryResult) -> Result<ScheduleRow, DbErr> {
         anchor_at: row.try_get_by("anchor_at")?,
         number: row.try_get_by("number")?,
         due_at: row.try_get_by("due_at")?,
+        waiting: row.try_get_by("waiting")?,
     })
 }
 
@@ -78,7 +100,7 @@ fn schedule_row(row: &QueryResult) -> Result<ScheduleRow, DbErr> {
 pub async fn claim(db: &impl ConnectionTrait, now: DateTime<Utc>, limit: u64) -> Result<Vec<ScheduleRow>, DbErr> {
     let lock = if is_postgres(db) { " FOR UPDATE SKIP LOCKED" } else { "" };
     let sql = format!(
-        "SELECT enrollment_id, rule_key, subject_id, anchor_at, number, due_at FROM nudge_schedule \
+        "SELECT {SCHEDULE_COLUMNS} FROM nudge_schedule \
          WHERE due_at IS NOT NULL AND due_at <= $1 ORDER BY due_at LIMIT {limit}{lock}"
     );
     db.query_all_raw(statement(db, sql, vec![now.into()])).await?.iter().map(schedule_row).collect()
@@ -124,19 +146,25 @@ pub async fn sends_since(
     Ok(sent)
 }
 
-/// Moves one schedule row on: the next occurrence, the same one later, or none.
-pub async fn reschedule(
-    db: &impl ConnectionTrait,
-    enrollment_id: i64,
-    rule_key: &str,
-    anchor_at: Option<DateTime<Utc>>,
-    number: i32,
-    due_at: Option<DateTime<Utc>>,
-) -> Result<(), DbErr> {
-    let sql =
-        "UPDATE nudge_schedule SET anchor_at = $1, number = $2, due_at = $3 WHERE enrollment_id = $4 AND rule_key = $5";
-    let values = vec![anchor_at.into(), number.into(), due_at.into(), enrollment_id.into(), rule_key.into()];
-    db.execute_raw(statement(db, sql, values)).await?;
+/// Moves schedule rows on (the next occurrence, the same one later, or none), as many
+/// as a tick decided, in a statement per thousand. The rows exist and the tick holds
+/// them locked, so the upsert only ever updates.
+pub async fn reschedule(db: &impl ConnectionTrait, rows: &[ScheduleRow]) -> Result<(), DbErr> {
+    for chunk in row_chunks(rows) {
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * COLUMNS);
+        let mut tuples = Vec::with_capacity(chunk.len());
+        for row in chunk {
+            tuples.push(format!("({})", placeholders(values.len() + 1, COLUMNS)));
+            push_row(&mut values, row);
+        }
+        let sql = format!(
+            "INSERT INTO nudge_schedule ({SCHEDULE_COLUMNS}) VALUES {} \
+             ON CONFLICT (enrollment_id, rule_key) DO UPDATE SET anchor_at = excluded.anchor_at, \
+             number = excluded.number, due_at = excluded.due_at, waiting = excluded.waiting",
+            tuples.join(", ")
+        );
+        db.execute_raw(statement(db, sql, values)).await?;
+    }
     Ok(())
 }
 
@@ -185,37 +213,49 @@ fn log_entry(row: &QueryResult) -> Result<LogEntry, DbErr> {
     })
 }
 
-/// Logs an entry unless its occurrence is logged already; its id when it was inserted.
-/// The unique occurrence is what makes a send happen once: the caller sends only when
-/// this inserted.
-pub async fn log(db: &impl ConnectionTrait, e: &LogEntry) -> Result<Option<i64>, DbErr> {
-    let sql = format!(
-        "INSERT INTO nudge_log (occurrence, subject_id, enrollment_id, flow_key, flow_version, rule_key, anchor_at, \
-         number, outcome, channel, title, message, at, until, dismissed_at) VALUES ({}) \
-         ON CONFLICT (occurrence) DO NOTHING RETURNING id",
-        placeholders(1, 15)
-    );
-    let values: Vec<Value> = vec![
-        e.occurrence.clone().into(),
-        e.subject_id.into(),
-        e.enrollment_id.into(),
-        e.flow_key.clone().into(),
-        e.flow_version.into(),
-        e.rule_key.clone().into(),
-        e.anchor_at.into(),
-        e.number.into(),
-        e.outcome.clone().into(),
-        e.channel.clone().into(),
-        e.title.clone().into(),
-        e.message.clone().into(),
-        e.at.into(),
-        e.until.into(),
-        e.dismissed_at.into(),
-    ];
-    match db.query_one_raw(statement(db, sql, values)).await? {
-        Some(row) => Ok(Some(row.try_get_by("id")?)),
-        None => Ok(None),
+/// Log lines per statement: 15 values each keeps a statement under SQLite's 32,766
+/// bound values.
+const LOG_ROWS_PER_STATEMENT: usize = 500;
+
+/// Logs the entries whose occurrence is not logged yet; the id of each one inserted, by
+/// occurrence. The unique occurrence is what makes a send happen once: the caller sends
+/// only what this inserted.
+pub async fn log(db: &impl ConnectionTrait, entries: &[LogEntry]) -> Result<HashMap<String, i64>, DbErr> {
+    let mut inserted = HashMap::with_capacity(entries.len());
+    for chunk in entries.chunks(LOG_ROWS_PER_STATEMENT) {
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 15);
+        let mut tuples = Vec::with_capacity(chunk.len());
+        for e in chunk {
+            tuples.push(format!("({})", placeholders(values.len() + 1, 15)));
+            values.extend([
+                e.occurrence.clone().into(),
+                e.subject_id.into(),
+                e.enrollment_id.into(),
+                e.flow_key.clone().into(),
+                e.flow_version.into(),
+                e.rule_key.clone().into(),
+                e.anchor_at.into(),
+                e.number.into(),
+                e.outcome.clone().into(),
+                e.channel.clone().into(),
+                e.title.clone().into(),
+                e.message.clone().into(),
+                e.at.into(),
+                e.until.into(),
+                e.dismissed_at.into(),
+            ]);
+        }
+        let sql = format!(
+            "INSERT INTO nudge_log (occurrence, subject_id, enrollment_id, flow_key, flow_version, rule_key, \
+             anchor_at, number, outcome, channel, title, message, at, until, dismissed_at) VALUES {} \
+             ON CONFLICT (occurrence) DO NOTHING RETURNING id, occurrence",
+            tuples.join(", ")
+        );
+        for row in db.query_all_raw(statement(db, sql, values)).await? {
+            inserted.insert(row.try_get_by("occurrence")?, row.try_get_by("id")?);
+        }
     }
+    Ok(inserted)
 }
 
 /// In-app nudges sent to these subjects and not dismissed, newest first.

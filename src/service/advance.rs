@@ -190,7 +190,7 @@ async fn write(
     enrollments::save_all(&mut writes, &saves);
     // Nudges: each rule's next due time, decided with the change (see `domain::nudges`).
     let schedule: Vec<nudge_store::ScheduleRow> = planned.iter().flat_map(nudge_schedule).collect();
-    nudge_store::schedule(&mut writes, &schedule);
+    nudge_store::schedule(&mut writes, &schedule, now);
     let entries = planned.iter_mut().flat_map(outbox_entries).collect();
     outbox::append(&mut writes, entries, now);
     writes.run(txn).await?;
@@ -208,6 +208,7 @@ fn nudge_schedule(p: &Planned<'_>) -> Vec<nudge_store::ScheduleRow> {
             anchor_at: due.map(|d| d.anchor),
             number: due.map_or(1, |d| d.number as i32),
             due_at: due.map(|d| d.at),
+            waiting: false,
         })
         .collect()
 }

@@ -40,6 +40,7 @@ pub mod outcome {
     pub const SUPPRESSED_BY_QUIET_HOURS: &str = "SUPPRESSED_BY_QUIET_HOURS";
     pub const CANCELLED_BY_PROGRESS: &str = "CANCELLED_BY_PROGRESS";
     pub const HELD_OUT: &str = "HELD_OUT";
+    pub const ALL: [&str; 5] = [SENT, SUPPRESSED_BY_CAP, SUPPRESSED_BY_QUIET_HOURS, CANCELLED_BY_PROGRESS, HELD_OUT];
 }
 
 /// The hub key under which an owner's new in-app nudges are announced.
@@ -82,7 +83,9 @@ impl Onramp {
     /// One round of the scheduler: claims up to a batch of due (enrollment, rule) rows,
     /// decides each subject's in one go (does it still hold, quiet hours, holdout, the
     /// budget), logs every outcome, and sends (outbox row for webhooks, announcement for
-    /// in-app) what is sent, in one transaction. Nothing due: one indexed read.
+    /// in-app) what is sent, in one transaction. Nothing due: one indexed read. A batch
+    /// costs a fixed number of statements, whatever its size: reads by id lists, one
+    /// multi-row insert into the log, one multi-row upsert of the schedule.
     pub async fn nudge_tick(&self) -> AppResult<TickReport> {
         let now = self.now();
         if !store::any_due(&self.db, now).await? {
@@ -109,6 +112,11 @@ impl Onramp {
             .collect();
         let sent_before = store::sends_since(&txn, &subject_ids, now - Duration::days(7)).await?;
 
+        // Every claimed row ends in exactly one of these: the tick's whole output.
+        let mut lines: Vec<LogEntry> = Vec::new();
+        let mut moves: Vec<ScheduleRow> = Vec::new();
+        let mut sends: Vec<(usize, String)> = Vec::new();
+
         let mut items: Vec<Item<'_>> = Vec::new();
         for row in &claimed {
             let found = records.get(&row.enrollment_id).and_then(|e| {
@@ -118,25 +126,15 @@ impl Onramp {
             });
             let Some((enrollment, flow, rule, subject, anchor)) = found else {
                 // The rule is gone (a new version without it) or never applied.
-                store::reschedule(&txn, row.enrollment_id, &row.rule_key, row.anchor_at, row.number, None).await?;
+                moves.push(ScheduleRow { due_at: None, waiting: false, ..row.clone() });
                 continue;
             };
             let number = u32::try_from(row.number).unwrap_or(1).max(1);
             let due = Due { anchor, number, at: row.due_at.unwrap_or(now) };
             let (definition, attributes, state) = (&*flow.definition, &subject.attributes, &enrollment.state);
             if !holds(rule, definition, attributes, state, &due) {
-                let entry = log_entry(row, subject, flow, rule, &due, outcome::CANCELLED_BY_PROGRESS, now);
-                store::log(&txn, &entry).await?;
-                let next = next_due(rule, definition, attributes, state);
-                store::reschedule(
-                    &txn,
-                    row.enrollment_id,
-                    &row.rule_key,
-                    next.map(|d| d.anchor),
-                    next.map_or(1, |d| d.number as i32),
-                    next.map(|d| d.at),
-                )
-                .await?;
+                lines.push(log_entry(row, subject, flow, rule, &due, outcome::CANCELLED_BY_PROGRESS, now));
+                moves.push(moved(row, next_due(rule, definition, attributes, state)));
                 continue;
             }
             // After downtime, only the latest occurrence due is sent.
@@ -148,9 +146,6 @@ impl Onramp {
         for (i, item) in items.iter().enumerate() {
             by_subject.entry(item.subject.id).or_default().push(i);
         }
-        let mut report = TickReport { claimed: claimed.len(), sent: 0, full };
-        let mut outbox_entries = Vec::new();
-        let mut announce: Vec<String> = Vec::new();
         for (subject_id, indexes) in by_subject {
             let subject = items[indexes[0]].subject;
             let candidates: Vec<Candidate<'_>> = indexes
@@ -177,59 +172,66 @@ impl Onramp {
             let decisions = nudges::decide(&candidates, sent, self.nudges.caps, quiet, now);
             for (&i, decision) in indexes.iter().zip(decisions) {
                 let item = &items[i];
-                let row = item.row;
-                let kind = match decision {
-                    Decision::WaitUntil(until) => {
-                        let mut entry = log_entry(
-                            row,
-                            subject,
-                            item.flow,
-                            item.rule,
-                            &item.due,
-                            outcome::SUPPRESSED_BY_QUIET_HOURS,
-                            now,
-                        );
-                        entry.occurrence.push_str(":quiet");
-                        entry.until = Some(until);
-                        store::log(&txn, &entry).await?;
-                        let number = item.due.number as i32;
-                        store::reschedule(
-                            &txn,
-                            row.enrollment_id,
-                            &row.rule_key,
-                            Some(item.due.anchor),
-                            number,
-                            Some(until),
-                        )
-                        .await?;
-                        continue;
-                    }
-                    Decision::Send => outcome::SENT,
-                    Decision::HeldOut => outcome::HELD_OUT,
-                    Decision::SuppressedByCap => outcome::SUPPRESSED_BY_CAP,
+                let entry = |kind| log_entry(item.row, subject, item.flow, item.rule, &item.due, kind, now);
+                // Held back: the same occurrence is due again when the wait ends, logged
+                // once per reason however often it waits.
+                let wait = |kind, suffix: &str, until| {
+                    let mut line = entry(kind);
+                    line.occurrence.push_str(suffix);
+                    line.until = Some(until);
+                    let row = ScheduleRow {
+                        anchor_at: Some(item.due.anchor),
+                        number: item.due.number as i32,
+                        due_at: Some(until),
+                        waiting: true,
+                        ..item.row.clone()
+                    };
+                    (line, row)
                 };
-                let entry = log_entry(row, subject, item.flow, item.rule, &item.due, kind, now);
-                let inserted = store::log(&txn, &entry).await?;
-                if let (Some(id), Decision::Send) = (inserted, decision) {
-                    report.sent += 1;
-                    if item.rule.channel.webhook() {
-                        outbox_entries.push(nudge_outbox_entry(item, id));
+                let (line, next) = match decision {
+                    Decision::WaitUntil(until) => wait(outcome::SUPPRESSED_BY_QUIET_HOURS, ":quiet", until),
+                    Decision::SuppressedByCap(until) => wait(outcome::SUPPRESSED_BY_CAP, ":cap", until),
+                    // The occurrence is done with: on to the next one, if the rule repeats.
+                    Decision::Send | Decision::HeldOut => {
+                        let kind = if decision == Decision::Send { outcome::SENT } else { outcome::HELD_OUT };
+                        let next = following(item.rule, &item.due);
+                        let row = ScheduleRow {
+                            anchor_at: Some(item.due.anchor),
+                            number: next.map_or(item.due.number, |d| d.number) as i32,
+                            due_at: next.map(|d| d.at),
+                            waiting: false,
+                            ..item.row.clone()
+                        };
+                        (entry(kind), row)
                     }
-                    if item.rule.channel.in_app() {
-                        announce.push(nudge_topic(&subject.external_id));
-                    }
+                };
+                if decision == Decision::Send {
+                    sends.push((i, line.occurrence.clone()));
                 }
-                // The occurrence is done with, whatever its outcome: on to the next one.
-                let next = following(item.rule, &item.due);
-                store::reschedule(
-                    &txn,
-                    row.enrollment_id,
-                    &row.rule_key,
-                    Some(item.due.anchor),
-                    next.map_or(item.due.number as i32, |d| d.number as i32),
-                    next.map(|d| d.at),
-                )
-                .await?;
+                lines.push(line);
+                moves.push(next);
+            }
+        }
+
+        let inserted = store::log(&txn, &lines).await?;
+        store::reschedule(&txn, &moves).await?;
+        let mut decided: HashMap<&str, u64> = HashMap::new();
+        for line in lines.iter().filter(|l| inserted.contains_key(&l.occurrence)) {
+            *decided.entry(line.outcome.as_str()).or_default() += 1;
+        }
+        let mut report = TickReport { claimed: claimed.len(), sent: 0, full };
+        let mut outbox_entries = Vec::new();
+        let mut announce: Vec<String> = Vec::new();
+        // Only what this tick logged first is sent: an occurrence is sent once.
+        for (i, occurrence) in sends {
+            let Some(&id) = inserted.get(&occurrence) else { continue };
+            let item = &items[i];
+            report.sent += 1;
+            if item.rule.channel.webhook() {
+                outbox_entries.push(nudge_outbox_entry(item, id));
+            }
+            if item.rule.channel.in_app() {
+                announce.push(nudge_topic(&item.subject.external_id));
             }
         }
         let wrote_outbox = !outbox_entries.is_empty();
@@ -239,6 +241,9 @@ impl Onramp {
             writes.run(&txn).await?;
         }
         txn.commit().await?;
+        for (outcome, n) in decided {
+            self.metrics().nudges.with_label_values(&[outcome.to_ascii_lowercase()]).inc_by(n);
+        }
         if wrote_outbox {
             self.outbox_written.notify_one();
         }
@@ -341,6 +346,17 @@ impl Onramp {
             results.push((rule.clone(), rule_result(&units, Duration::hours(window_hours))));
         }
         Ok(results)
+    }
+}
+
+/// A row moved to the rule's occurrence from a new anchor, or to none.
+fn moved(row: &ScheduleRow, next: Option<Due>) -> ScheduleRow {
+    ScheduleRow {
+        anchor_at: next.map(|d| d.anchor),
+        number: next.map_or(1, |d| d.number as i32),
+        due_at: next.map(|d| d.at),
+        waiting: false,
+        ..row.clone()
     }
 }
 

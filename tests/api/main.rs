@@ -24,6 +24,7 @@ mod http_spec;
 mod jwks;
 mod limits;
 mod metrics;
+mod nudge_processes;
 mod nudges;
 mod points;
 mod progress;

@@ -17,13 +17,14 @@ use crate::{both, both_with};
 
 /// Every metric the README's Metrics section lists (the JWKS ones appear only with a
 /// JWKS URL, and are checked in `jwks::a_failed_fetch_keeps_the_cached_keys`).
-const DOCUMENTED: [&str; 12] = [
+const DOCUMENTED: [&str; 13] = [
     "onramp_graphql_requests_total",
     "onramp_graphql_request_duration_seconds",
     "onramp_graphql_subscriptions_live",
     "onramp_websocket_connections",
     "onramp_rate_limited_total",
     "onramp_events_ingested_total",
+    "onramp_nudges_total",
     "onramp_db_pool_connections",
     "onramp_db_pool_max_connections",
     "onramp_webhook_outbox_pending",

@@ -289,34 +289,64 @@ async fn the_budget_goes_to_the_higher_priority_flow(app: TestApp) {
     let start = |key: &str| rule(key, json!({"kind": "not_started", "after": "1h"}));
     app.publish(flow("low", 1, json!([start("low-start")]))).await;
     app.publish(flow("high", 9, json!([start("high-start")]))).await;
-    app.start_as("alice", "low").await;
-    app.start_as("alice", "high").await;
+    for who in ["alice", "bob"] {
+        app.start_as(who, "low").await;
+        app.start_as(who, "high").await;
+    }
     advance(&app, 2);
     settle(&app).await;
     let mut lines = log(&app).await;
     lines.sort();
     assert_eq!(
         lines,
-        vec![line("alice", "high", "high-start", 1, "SENT"), line("alice", "low", "low-start", 1, "SUPPRESSED_BY_CAP")]
+        vec![
+            line("alice", "high", "high-start", 1, "SENT"),
+            line("alice", "low", "low-start", 1, "SUPPRESSED_BY_CAP"),
+            line("bob", "high", "high-start", 1, "SENT"),
+            line("bob", "low", "low-start", 1, "SUPPRESSED_BY_CAP"),
+        ]
     );
-    // Explained to an admin.
-    let query = "query($s: ID!) { nudgeLog(subjectId: $s) { flowKey ruleKey occurrence outcome channel } }";
+    // Explained to an admin: held back until the day's nudge is a day old, not dropped.
+    let query = "query($s: ID!) { nudgeLog(subjectId: $s) { flowKey ruleKey occurrence outcome channel at until } }";
     let explained = app.ok(&app.admin(), query, json!({"s": "alice"})).await;
-    let outcomes: Vec<(&str, &str)> = explained["nudgeLog"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["flowKey"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
-        .collect();
-    assert_eq!(outcomes.len(), 2);
-    assert!(outcomes.contains(&("low", "SUPPRESSED_BY_CAP")) && outcomes.contains(&("high", "SENT")));
+    let entries = explained["nudgeLog"].as_array().unwrap();
+    let time = |e: &Value, field: &str| DateTime::parse_from_rfc3339(e[field].as_str().unwrap()).unwrap();
+    let (sent, capped) = match (entries[0]["outcome"].as_str(), entries[1]["outcome"].as_str()) {
+        (Some("SENT"), Some("SUPPRESSED_BY_CAP")) => (&entries[0], &entries[1]),
+        (Some("SUPPRESSED_BY_CAP"), Some("SENT")) => (&entries[1], &entries[0]),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(entries.len(), 2);
+    assert_eq!((sent["flowKey"].as_str(), capped["flowKey"].as_str()), (Some("high"), Some("low")));
+    assert_eq!(time(capped, "until") - time(sent, "at"), chrono::Duration::hours(24));
     assert_eq!(app.code(Some(&app.user("alice")), query, json!({"s": "alice"})).await, "FORBIDDEN");
-    // A day later the budget is back, for the next nudge that comes due.
-    app.publish(flow("third", 0, json!([rule("third-start", json!({"kind": "not_started", "after": "26h"}))]))).await;
+    // While bob's waits, he starts the low flow: it no longer holds.
+    app.complete_as("bob", "low", "tour").await;
+    advance(&app, 23);
+    settle(&app).await;
+    assert_eq!(log(&app).await.len(), 4, "nothing before the budget is back");
+    // A day after the first, the budget is back: alice's waiting nudge goes out, bob's
+    // is logged as cancelled by his progress.
+    advance(&app, 2);
+    settle(&app).await;
+    let lines = log(&app).await;
+    let mut last = lines[4..].to_vec();
+    last.sort();
+    assert_eq!(
+        last,
+        vec![line("alice", "low", "low-start", 1, "SENT"), line("bob", "low", "low-start", 1, "CANCELLED_BY_PROGRESS")]
+    );
+    // The spent budget holds back the next one in turn.
+    app.publish(flow("third", 0, json!([rule("third-start", json!({"kind": "not_started", "after": "1h"}))]))).await;
     app.start_as("alice", "third").await;
-    advance(&app, 27);
+    advance(&app, 2);
+    settle(&app).await;
+    assert_eq!(log(&app).await.last().cloned(), Some(line("alice", "third", "third-start", 1, "SUPPRESSED_BY_CAP")));
+    advance(&app, 23);
     settle(&app).await;
     assert_eq!(log(&app).await.last().cloned(), Some(line("alice", "third", "third-start", 1, "SENT")));
+    let sent = app.count("SELECT COUNT(*) FROM nudge_log WHERE outcome = 'SENT'").await;
+    assert_eq!(sent, 4, "each occurrence sent once, waits logged once");
 }
 
 /// The next instant at least a day ahead of `now` whose UTC time is hh:mm.
@@ -330,8 +360,10 @@ async fn quiet_hours_hold_nudges_in_the_subjects_zone(app: TestApp) {
     app.publish(flow("welcome", 0, json!([rule("start", json!({"kind": "not_started", "after": "1h"}))]))).await;
     app.set_attributes("alice", json!({"timezone": "Europe/Berlin"})).await;
     app.set_attributes("bob", json!({"timezone": "America/New_York"})).await;
-    app.start_as("alice", "welcome").await;
-    app.start_as("bob", "welcome").await;
+    app.set_attributes("carol", json!({"timezone": "Europe/Berlin"})).await;
+    for who in ["alice", "bob", "carol"] {
+        app.start_as(who, "welcome").await;
+    }
     // 21:30 UTC: 22:30 or 23:30 in Berlin (quiet), 16:30 or 17:30 in New York (not).
     let now = clock(&app).now();
     let evening = next_utc(now, 21, 30);
@@ -343,9 +375,12 @@ async fn quiet_hours_hold_nudges_in_the_subjects_zone(app: TestApp) {
         lines,
         vec![
             line("alice", "welcome", "start", 1, "SUPPRESSED_BY_QUIET_HOURS"),
-            line("bob", "welcome", "start", 1, "SENT")
+            line("bob", "welcome", "start", 1, "SENT"),
+            line("carol", "welcome", "start", 1, "SUPPRESSED_BY_QUIET_HOURS"),
         ]
     );
+    // Carol starts the flow in the night: her waiting nudge no longer holds.
+    app.complete_as("carol", "welcome", "profile").await;
     let until = app.text("SELECT CAST(until AS TEXT) FROM nudge_log WHERE outcome = 'SUPPRESSED_BY_QUIET_HOURS'").await;
     // 08:00 in Berlin is 07:00 UTC in winter, 06:00 UTC in summer.
     assert!(until.contains(" 07:00:00") || until.contains(" 06:00:00") || until.contains("T0"), "{until}");
@@ -354,8 +389,17 @@ async fn quiet_hours_hold_nudges_in_the_subjects_zone(app: TestApp) {
     let now = clock(&app).now();
     clock(&app).advance((morning - now).to_std().unwrap());
     settle(&app).await;
-    assert_eq!(log(&app).await.last().cloned(), Some(line("alice", "welcome", "start", 1, "SENT")));
+    let mut morning_lines = log(&app).await[3..].to_vec();
+    morning_lines.sort();
+    assert_eq!(
+        morning_lines,
+        vec![
+            line("alice", "welcome", "start", 1, "SENT"),
+            line("carol", "welcome", "start", 1, "CANCELLED_BY_PROGRESS")
+        ]
+    );
     assert_eq!(pending(&app, "alice").await.len(), 1);
+    assert!(pending(&app, "carol").await.is_empty());
 }
 
 async fn holdout_follows_the_experiments_hash(app: TestApp) {

@@ -30,6 +30,27 @@ impl Caps {
         (self.per_day == 0 || within(Duration::hours(24)) < self.per_day as usize)
             && (self.per_week == 0 || within(Duration::days(7)) < self.per_week as usize)
     }
+
+    /// The first instant from `now` at which another nudge fits: `now` when one fits
+    /// already, else when enough of the sends counted against each full cap have left its
+    /// window. What a nudge the budget holds back waits for.
+    pub fn free_at(&self, sent: &[DateTime<Utc>], now: DateTime<Utc>) -> DateTime<Utc> {
+        let mut at = now;
+        for (cap, window) in [(self.per_day, Duration::hours(24)), (self.per_week, Duration::days(7))] {
+            if cap == 0 {
+                continue;
+            }
+            let mut counted: Vec<DateTime<Utc>> =
+                sent.iter().copied().filter(|t| *t > now - window && *t <= now).collect();
+            if counted.len() < cap as usize {
+                continue;
+            }
+            // Once the oldest `len - cap + 1` have left the window, one more fits.
+            counted.sort_unstable();
+            at = at.max(counted[counted.len() - cap as usize] + window);
+        }
+        at
+    }
 }
 
 /// A daily window, in the subject's local time, in which no nudge goes out: from `start`
@@ -108,8 +129,8 @@ pub enum Decision {
     Send,
     /// Would have been sent; the subject is in the rule's holdout.
     HeldOut,
-    /// The budget was spent on nudges that won.
-    SuppressedByCap,
+    /// The budget was spent on nudges that won: due again when it is back (not dropped).
+    SuppressedByCap(DateTime<Utc>),
     /// Quiet hours: due again when they end.
     WaitUntil(DateTime<Utc>),
 }
@@ -117,8 +138,9 @@ pub enum Decision {
 /// Decides every nudge due for one subject now, in one go, given the times of the
 /// subject's nudges already sent. The decisions come back in the order of `due`. Quiet
 /// hours hold everything back; otherwise higher priority goes first (then earlier due,
-/// then flow and rule key, so the order is total), each sent while the caps allow. A
-/// held-out nudge costs nothing of the budget: it is never sent.
+/// then flow and rule key, so the order is total), each sent while the caps allow, the
+/// rest held back until the budget is back. A held-out nudge costs nothing of the budget:
+/// it is never sent.
 pub fn decide(
     due: &[Candidate<'_>],
     sent: &[DateTime<Utc>],
@@ -132,7 +154,7 @@ pub fn decide(
     let mut order: Vec<usize> = (0..due.len()).collect();
     order.sort_by_key(|&i| (Reverse(due[i].priority), due[i].due_at, due[i].flow_key, due[i].rule_key));
     let mut sent = sent.to_vec();
-    let mut decisions = vec![Decision::SuppressedByCap; due.len()];
+    let mut decisions = vec![Decision::HeldOut; due.len()];
     for i in order {
         decisions[i] = if due[i].held_out {
             Decision::HeldOut
@@ -140,7 +162,7 @@ pub fn decide(
             sent.push(now);
             Decision::Send
         } else {
-            Decision::SuppressedByCap
+            Decision::SuppressedByCap(caps.free_at(&sent, now))
         };
     }
     decisions

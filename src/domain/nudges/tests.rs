@@ -332,33 +332,59 @@ fn cand<'a>(flow: &'a str, priority: i32, held_out: bool) -> Candidate<'a> {
 #[test]
 fn the_budget_goes_to_the_highest_priority_across_flows() {
     let now = t0();
+    let capped = |until| Decision::SuppressedByCap(until);
     let due = [cand("low", 1, false), cand("high", 9, false)];
-    assert_eq!(decide(&due, &[], Caps::default(), None, now), vec![Decision::SuppressedByCap, Decision::Send]);
+    // The loser waits a day, until the winner's send leaves the daily window.
+    assert_eq!(decide(&due, &[], Caps::default(), None, now), vec![capped(now + Duration::hours(24)), Decision::Send]);
     let both = Caps { per_day: 2, per_week: 3 };
     assert_eq!(decide(&due, &[], both, None, now), vec![Decision::Send, Decision::Send]);
-    // One already sent today: nothing more today.
+    // One already sent today: nothing more until it is a day old.
     assert_eq!(
         decide(&due, &[now - Duration::hours(23)], Caps::default(), None, now),
-        vec![Decision::SuppressedByCap, Decision::SuppressedByCap]
+        vec![capped(now + Duration::hours(1)); 2]
     );
-    // 25 hours ago is outside the day, but three this week fill the week.
+    // 25 hours ago is outside the day, but three this week fill the week until the
+    // oldest is a week old.
     assert_eq!(decide(&due[1..], &[now - Duration::hours(25)], Caps::default(), None, now), vec![Decision::Send]);
     let week = [now - Duration::days(2), now - Duration::days(4), now - Duration::days(6)];
-    assert_eq!(decide(&due[1..], &week, Caps::default(), None, now), vec![Decision::SuppressedByCap]);
+    assert_eq!(decide(&due[1..], &week, Caps::default(), None, now), vec![capped(now + Duration::days(1))]);
     assert_eq!(decide(&due[1..], &[now - Duration::days(8); 5], Caps::default(), None, now), vec![Decision::Send]);
     let off = Caps { per_day: 0, per_week: 0 };
     assert_eq!(decide(&due, &week, off, None, now), vec![Decision::Send, Decision::Send]);
 }
 
 #[test]
+fn the_budget_is_back_when_enough_sends_leave_each_window() {
+    let now = t0();
+    let h = Duration::hours;
+    let caps = Caps { per_day: 2, per_week: 3 };
+    assert_eq!(caps.free_at(&[], now), now);
+    assert_eq!(caps.free_at(&[now - h(5)], now), now, "one of two today");
+    // Two today: free when the older of the two is a day old.
+    assert_eq!(caps.free_at(&[now - h(2), now - h(5)], now), now + h(19));
+    // Day and week both full: the later of the two.
+    let sent = [now - h(1), now - h(2), now - Duration::days(6)];
+    assert_eq!(caps.free_at(&sent, now), now + h(24));
+    let sent = [now - h(1), now - Duration::days(3), now - Duration::days(6) - h(22)];
+    assert_eq!(caps.free_at(&sent, now), now + h(2), "the week frees first, the day is not full");
+    // Whatever it returns lets one more through there, and not a second earlier.
+    for sent in [vec![now - h(2), now - h(5)], vec![now - h(1), now - h(2), now - Duration::days(6)]] {
+        let at = caps.free_at(&sent, now);
+        assert!(caps.allow(&sent, at) && !caps.allow(&sent, at - Duration::seconds(1)));
+    }
+    assert_eq!(Caps { per_day: 0, per_week: 0 }.free_at(&[now; 50], now), now);
+}
+
+#[test]
 fn ties_break_by_due_time_then_keys() {
     let now = t0();
+    let capped = Decision::SuppressedByCap(now + Duration::hours(24));
     let mut early = cand("b", 1, false);
     early.due_at = now - Duration::hours(1);
     let due = [cand("a", 1, false), early];
-    assert_eq!(decide(&due, &[], Caps::default(), None, now), vec![Decision::SuppressedByCap, Decision::Send]);
+    assert_eq!(decide(&due, &[], Caps::default(), None, now), vec![capped, Decision::Send]);
     let due = [cand("b", 1, false), cand("a", 1, false)];
-    assert_eq!(decide(&due, &[], Caps::default(), None, now), vec![Decision::SuppressedByCap, Decision::Send]);
+    assert_eq!(decide(&due, &[], Caps::default(), None, now), vec![capped, Decision::Send]);
 }
 
 #[test]
