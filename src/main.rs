@@ -316,6 +316,12 @@ fn print_summary(s: &demo_data::Summary, options: &demo_data::Options) {
         s.activity_events,
         s.activity_event
     );
+    if s.nudges_sent + s.nudges_held_out + s.nudges_suppressed + s.nudge_schedule_rows > 0 {
+        println!(
+            "  nudges: {} sent, {} held out, {} suppressed by the fatigue budget; {} nudge_schedule rows",
+            s.nudges_sent, s.nudges_held_out, s.nudges_suppressed, s.nudge_schedule_rows
+        );
+    }
     println!("  retention driver (key step): {}", s.key_step);
 }
 

@@ -1,12 +1,14 @@
 //! `onramp demo-data`: fills a database with a plausible population for one flow, for
 //! demos and benchmarks. Every subject's state is produced by the engine's own domain
 //! (`progress::apply`, `triggers::settle`, `mark_reached`, `credit`), so the rows are the
-//! ones the engine would have written; only the writing is bulk.
+//! ones the engine would have written; only the writing is bulk. A flow's nudges are
+//! scheduled and decided the same way, by `domain::nudges` (see `nudges`).
 //!
 //! Deterministic: the same seed, user count, `until` and flow versions give the same rows
 //! (row ids aside, which depend on what the database already holds). Subject `i` of a run
 //! is `demo-<seed>-<i>`; a run refuses to start when subjects of its seed already exist.
 
+mod nudges;
 mod simulate;
 mod write;
 
@@ -21,7 +23,7 @@ use tokio::sync::mpsc;
 use crate::domain::experiments::ExperimentState;
 use crate::domain::{EnrollmentStatus, FlowDefinition, FlowScope, FlowStatus};
 use crate::persistence::{experiments, flows::FlowRecord, flows::FlowStore};
-use crate::service::{Onramp, demo_flow_definition};
+use crate::service::{Onramp, demo_flow_definition, nudge_outcome};
 use simulate::{Experiment, Generated, World};
 
 /// The flow key whose built-in definition is published when it does not exist yet.
@@ -86,6 +88,13 @@ pub struct Summary {
     /// Later product activity (retention).
     pub activity_events: u64,
     pub exposures: u64,
+    /// Nudge occurrences the scheduler would have logged by `until`: sent, held out (the
+    /// subject is in the rule's holdout) and suppressed by the fatigue budget.
+    pub nudges_sent: u64,
+    pub nudges_held_out: u64,
+    pub nudges_suppressed: u64,
+    /// `nudge_schedule` rows (enrollments in progress of a flow with nudge rules).
+    pub nudge_schedule_rows: u64,
     pub key_step: String,
     pub activity_event: String,
     pub elapsed: Duration,
@@ -106,6 +115,11 @@ impl Summary {
         self.activity_events += activity;
         self.trigger_events += subject.events.len() as u64 - activity;
         self.exposures += u64::from(subject.assigned.as_ref().is_some_and(|a| a.exposure.is_some()));
+        let logged = |outcome: &str| subject.nudge_log.iter().filter(|l| l.outcome == outcome).count() as u64;
+        self.nudges_sent += logged(nudge_outcome::SENT);
+        self.nudges_held_out += logged(nudge_outcome::HELD_OUT);
+        self.nudges_suppressed += logged(nudge_outcome::SUPPRESSED_BY_CAP);
+        self.nudge_schedule_rows += subject.schedule.len() as u64;
     }
 
     fn merge(&mut self, other: &Summary) {
@@ -119,6 +133,10 @@ impl Summary {
         self.trigger_events += other.trigger_events;
         self.activity_events += other.activity_events;
         self.exposures += other.exposures;
+        self.nudges_sent += other.nudges_sent;
+        self.nudges_held_out += other.nudges_held_out;
+        self.nudges_suppressed += other.nudges_suppressed;
+        self.nudge_schedule_rows += other.nudge_schedule_rows;
     }
 
     pub fn events(&self) -> u64 {
@@ -247,7 +265,8 @@ pub async fn generate(
     // get there later).
     if db.get_database_backend() == sea_orm::DbBackend::Postgres {
         db.execute_unprepared(
-            "ANALYZE subjects, enrollments, step_progress, events, points_ledger, exposures, rollup_counts",
+            "ANALYZE subjects, enrollments, step_progress, events, points_ledger, exposures, rollup_counts, \
+             nudge_schedule, nudge_log",
         )
         .await?;
     }

@@ -4,6 +4,7 @@
 //! would have written had these users really gone through the flow.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value, json};
@@ -15,6 +16,8 @@ use crate::domain::{
     Command, Enrollment, EnrollmentStatus, EventFact, FlowDefinition, Outcome, Source, StepStatus, changes, triggers,
 };
 use crate::persistence::flows::FlowRecord;
+
+use super::nudges::{self, Logged, Nudges};
 
 /// SplitMix64: small, fast, and the same numbers on every machine for a given seed.
 #[derive(Clone, Debug)]
@@ -41,7 +44,7 @@ impl Rng {
         if n == 0 { 0 } else { self.next_u64() % n }
     }
 
-    fn chance(&mut self, p: f64) -> bool {
+    pub(super) fn chance(&mut self, p: f64) -> bool {
         self.unit() < p
     }
 
@@ -65,7 +68,7 @@ impl Rng {
     }
 
     /// Log-normal seconds around a median: most gaps near it, a long tail of slow ones.
-    fn gap(&mut self, median_secs: f64, sigma: f64) -> f64 {
+    pub(super) fn gap(&mut self, median_secs: f64, sigma: f64) -> f64 {
         median_secs * (sigma * self.normal()).exp()
     }
 }
@@ -160,6 +163,9 @@ pub(crate) struct Generated {
     pub external_id: String,
     pub attributes: Value,
     pub flow_id: i64,
+    pub flow_version: i32,
+    /// The definition of the enrolled version (its nudge rules name the log's texts).
+    pub definition: Arc<FlowDefinition>,
     pub assigned: Option<Assigned>,
     pub enrollment: Enrollment,
     /// Each step row's updated_at: the enrollment's last activity when the engine last
@@ -167,6 +173,11 @@ pub(crate) struct Generated {
     pub updated: BTreeMap<String, DateTime<Utc>>,
     pub ledger: Vec<Award>,
     pub events: Vec<GeneratedEvent>,
+    /// What the scheduler did with each nudge occurrence due by `until`.
+    pub nudge_log: Vec<Logged>,
+    /// The `nudge_schedule` rows, one per rule in the flow's order: for an enrollment in
+    /// progress only (a finished one's rows would say "never", as no row does).
+    pub schedule: Vec<nudges::Row>,
 }
 
 impl Generated {
@@ -178,6 +189,11 @@ impl Generated {
 }
 
 impl World {
+    /// The natural actions of a subject end before this (a minute before `until`).
+    fn latest_allowed(&self) -> DateTime<Utc> {
+        self.until - Duration::seconds(60)
+    }
+
     /// The version (and experiment assignment) a new subject gets.
     fn target(&self, subject: &str) -> (&FlowRecord, Option<Assigned>) {
         match &self.experiment {
@@ -218,28 +234,38 @@ impl World {
 
         // The flow's actions at natural pace; squeezed into the time left when they would
         // run past `until` (the decisions replay identically, only the gaps shrink).
+        // Nudges play along (see `Run::wait`); the natural actions are what must fit.
         let replay = decide.clone();
         let mut run = Run::new(self, index, &flow.definition, &attributes, &external_id, started);
         run.play(kind, &mut decide, 1.0);
-        let latest_allowed = self.until - Duration::seconds(60);
-        if run.now > latest_allowed {
+        if run.overran {
             let natural = (run.now - started).num_seconds().max(1) as f64;
-            let room = (latest_allowed - started).num_seconds().max(1) as f64;
+            let room = (self.latest_allowed() - started).num_seconds().max(1) as f64;
             decide = replay;
             run = Run::new(self, index, &flow.definition, &attributes, &external_id, started);
+            run.squeezed = true;
             run.play(kind, &mut decide, 0.9 * room / natural);
         }
-        let Engine { state, updated, ledger, mut events, .. } = run.sim;
+        let Engine { state, updated, ledger, mut events, nudges, .. } = run.sim;
         activity(self, index, &flow.definition, &state, &mut events);
+        let (nudge_log, schedule) = match nudges {
+            Some(n) if state.status == EnrollmentStatus::InProgress => (n.log, n.rows),
+            Some(n) => (n.log, Vec::new()),
+            None => (Vec::new(), Vec::new()),
+        };
         Ok(Generated {
             external_id,
             attributes,
             flow_id: flow.id,
+            flow_version: flow.version,
+            definition: flow.definition.clone(),
             assigned,
             enrollment: state,
             updated,
             ledger,
             events,
+            nudge_log,
+            schedule,
         })
     }
 }
@@ -268,6 +294,8 @@ struct Engine<'a> {
     updated: BTreeMap<String, DateTime<Utc>>,
     ledger: Vec<Award>,
     events: Vec<GeneratedEvent>,
+    /// The flow's nudge schedule and log, when it has rules.
+    nudges: Option<Nudges>,
 }
 
 impl Engine<'_> {
@@ -306,7 +334,18 @@ impl Engine<'_> {
         for key in saved.iter().chain(&reached) {
             self.updated.insert(key.clone(), self.state.last_activity_at);
         }
+        // The same write stores each rule's next due time.
+        if let Some(nudges) = &mut self.nudges {
+            nudges.written(self.flow, self.attributes, &self.state);
+        }
         true
+    }
+
+    /// The nudge scheduler over `(from, to]`: when a nudge sent brings the subject back.
+    fn nudge(&mut self, from: DateTime<Utc>, to: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let cx =
+            nudges::Context { flow: self.flow, attributes: self.attributes, state: &self.state, subject: self.actor };
+        self.nudges.as_mut()?.run(&cx, from, to)
     }
 
     /// The subject's product sends an event (`trackEvents`), received at once.
@@ -331,6 +370,13 @@ struct Run<'a> {
     now: DateTime<Utc>,
     gaps: Rng,
     scale: f64,
+    /// A nudge brought the subject back: it now finishes the flow, as far as `until` lets it.
+    committed: bool,
+    /// A natural action fell after `World::latest_allowed`: the play is measured and replayed
+    /// squeezed (nudges stop for the rest of this one, so its length is the natural one).
+    overran: bool,
+    /// This is the squeezed replay: it is kept whatever its length.
+    squeezed: bool,
 }
 
 impl<'a> Run<'a> {
@@ -342,6 +388,8 @@ impl<'a> Run<'a> {
         actor: &'a str,
         started: DateTime<Utc>,
     ) -> Self {
+        let nudges =
+            (!flow.nudges.is_empty()).then(|| Nudges::new(flow.nudges.rules.len(), Rng::stream(world.seed, index, 4)));
         let sim = Engine {
             flow,
             attributes,
@@ -352,14 +400,60 @@ impl<'a> Run<'a> {
             updated: BTreeMap::new(),
             ledger: Vec::new(),
             events: Vec::new(),
+            nudges,
         };
-        Run { world, index, sim, now: started, gaps: Rng::stream(world.seed, index, 2), scale: 1.0 }
+        Run {
+            world,
+            index,
+            sim,
+            now: started,
+            gaps: Rng::stream(world.seed, index, 2),
+            scale: 1.0,
+            committed: false,
+            overran: false,
+            squeezed: false,
+        }
     }
 
-    /// Moves the clock on by a log-normal gap around `median_secs` (at least a second).
-    fn wait(&mut self, median_secs: f64) {
+    /// Moves the clock on by a log-normal gap around `median_secs` (at least a second), to
+    /// the subject's next action. The nudges due meanwhile are decided; one that brings the
+    /// subject back ends the wait then, and commits the subject to finishing. False when
+    /// the action would fall after `until` (only once committed: the natural actions are
+    /// squeezed to fit), and the subject does nothing more.
+    fn wait(&mut self, median_secs: f64) -> bool {
         let secs = (self.gaps.gap(median_secs, 1.3) * self.scale).clamp(1.0, 90.0 * 86_400.0);
-        self.now += Duration::seconds(secs as i64);
+        let mut next = self.now + Duration::seconds(secs as i64);
+        if let Some(back) = self.sim.nudge(self.now, next.min(self.world.until)) {
+            next = next.min(back);
+            self.committed = true;
+        }
+        if self.committed && next > self.world.until {
+            // Time is up: any later wait ends here too.
+            self.now = self.world.until;
+            return false;
+        }
+        if !self.committed && !self.squeezed && next > self.world.latest_allowed() {
+            self.overran = true;
+            self.sim.nudges = None;
+        }
+        self.now = next;
+        true
+    }
+
+    /// After its last action the subject stays away until `until`, unless a nudge sent
+    /// meanwhile brings it back (true: it is back, committed to finishing).
+    fn idle(&mut self) -> bool {
+        if self.now >= self.world.until {
+            return false;
+        }
+        match self.sim.nudge(self.now, self.world.until) {
+            Some(back) if back <= self.world.until => {
+                self.now = back;
+                self.committed = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Typical time to get a step done: later steps take longer, and the last required
@@ -376,22 +470,62 @@ impl<'a> Run<'a> {
         let flow = self.sim.flow;
         // Enrolling: the subject opens the checklist.
         self.sim.advance(Some((Command::Start, Source::User)), self.now);
-        if kind == Kind::NotStarted {
-            return;
+        if kind != Kind::NotStarted {
+            let required = view(flow, self.sim.attributes, &self.sim.state.steps)
+                .steps
+                .iter()
+                .filter(|s| s.definition.required)
+                .count() as u64;
+            // Subjects who stop (in progress, or dismissing the flow) stop before one of the
+            // required steps: after 0 to required - 1 of them.
+            let stop_after = match kind {
+                Kind::Completed | Kind::NotStarted => u64::MAX,
+                Kind::InProgress | Kind::Skipped => decide.below(required),
+            };
+            let stopped_before = self.walk(stop_after, decide);
+            if !self.committed {
+                self.leave(kind, stopped_before, decide);
+            }
+            // A nudge during the last waits brought the subject back.
+            if self.committed {
+                self.walk(u64::MAX, decide);
+            }
         }
-        let required = view(flow, self.sim.attributes, &self.sim.state.steps)
-            .steps
-            .iter()
-            .filter(|s| s.definition.required)
-            .count() as u64;
-        // Subjects who stop (in progress, or dismissing the flow) stop before one of the
-        // required steps: after 0 to required - 1 of them.
-        let stop_after = match kind {
-            Kind::Completed | Kind::NotStarted => u64::MAX,
-            Kind::InProgress | Kind::Skipped => decide.below(required),
-        };
+        while self.idle() {
+            self.walk(u64::MAX, decide);
+        }
+    }
+
+    /// How a subject that stopped leaves the flow: in progress (some having opened the step
+    /// they stopped at), or dismissing it an hour later unless a nudge brings it back first.
+    fn leave(&mut self, kind: Kind, stopped_before: Option<String>, decide: &mut Rng) {
+        match kind {
+            Kind::InProgress => {
+                // Some have opened the step they stopped at; those with nothing done all have.
+                let touched = self.sim.state.steps.values().any(|s| s.is_touched());
+                if let Some(step) = stopped_before
+                    && (decide.chance(0.5) || !touched)
+                    && self.wait(self.pace(&step) / 2.0)
+                {
+                    self.sim.advance(Some((Command::StartStep { step }, Source::User)), self.now);
+                }
+            }
+            Kind::Skipped => {
+                let acts = self.wait(3600.0);
+                if acts && !self.committed {
+                    self.sim.advance(Some((Command::SkipFlow, Source::User)), self.now);
+                }
+            }
+            Kind::Completed | Kind::NotStarted => {}
+        }
+    }
+
+    /// Acts on the steps in order, stopping before a required step once `stop_after` of
+    /// them are done (unless committed by a nudge), or when `until` comes. The step it
+    /// stopped before, if it did.
+    fn walk(&mut self, stop_after: u64, decide: &mut Rng) -> Option<String> {
+        let flow = self.sim.flow;
         let mut left_alone: Vec<String> = Vec::new();
-        let mut stopped_before: Option<String> = None;
         for _ in 0..flow.steps.len() * 2 + 2 {
             let progress = view(flow, self.sim.attributes, &self.sim.state.steps);
             let done =
@@ -408,48 +542,39 @@ impl<'a> Run<'a> {
             let key = def.key.clone();
             // Whether leaving the step alone would lock a step that applies.
             let blocks = progress.steps.iter().any(|s| s.definition.depends_on.contains(&key));
-            if def.required && done >= stop_after {
-                stopped_before = Some(key);
-                break;
+            if def.required && done >= stop_after && !self.committed {
+                return Some(key);
             }
             if def.required {
-                self.wait(self.pace(&key));
+                if !self.wait(self.pace(&key)) {
+                    break;
+                }
                 self.complete(&key, decide);
             } else {
                 let keen = if key == self.world.key_step { 0.3 } else { 0.55 };
                 if decide.chance(keen) {
-                    self.wait(self.pace(&key));
+                    if !self.wait(self.pace(&key)) {
+                        break;
+                    }
                     self.complete(&key, decide);
                 } else if def.skippable && (decide.chance(0.5) || blocks) {
-                    self.wait(3.0 * 60.0);
+                    if !self.wait(3.0 * 60.0) {
+                        break;
+                    }
                     let reason = ["not_now", "not_relevant", ""][decide.below(3) as usize];
                     let reason = (!reason.is_empty()).then(|| reason.to_string());
                     self.sim.advance(Some((Command::SkipStep { step: key, reason }, Source::User)), self.now);
                 } else if blocks {
-                    self.wait(self.pace(&key));
+                    if !self.wait(self.pace(&key)) {
+                        break;
+                    }
                     self.complete(&key, decide);
                 } else {
                     left_alone.push(key);
                 }
             }
         }
-        match kind {
-            Kind::InProgress => {
-                // Some have opened the step they stopped at; those with nothing done all have.
-                let touched = self.sim.state.steps.values().any(|s| s.is_touched());
-                if let Some(step) = stopped_before
-                    && (decide.chance(0.5) || !touched)
-                {
-                    self.wait(self.pace(&step) / 2.0);
-                    self.sim.advance(Some((Command::StartStep { step }, Source::User)), self.now);
-                }
-            }
-            Kind::Skipped => {
-                self.wait(3600.0);
-                self.sim.advance(Some((Command::SkipFlow, Source::User)), self.now);
-            }
-            Kind::Completed | Kind::NotStarted => {}
-        }
+        None
     }
 
     /// Completes a step the way the product would: by the event its trigger listens to,

@@ -44,9 +44,11 @@ const LEDGER: usize = 3;
 const EVENTS: usize = 4;
 const EXPOSURES: usize = 5;
 const ROLLUP: usize = 6;
+const NUDGE_SCHEDULE: usize = 7;
+const NUDGE_LOG: usize = 8;
 
 /// In writing order: parents first.
-const TABLES: [Table; 7] = [
+const TABLES: [Table; 9] = [
     Table { name: "subjects", columns: &["id", "external_id", "attributes", "created_at", "updated_at"] },
     Table {
         name: "enrollments",
@@ -94,6 +96,31 @@ const TABLES: [Table; 7] = [
     Table {
         name: "rollup_deltas",
         columns: &["flow_id", "start_day", "variant", "step_key", "measure", "bucket", "n"],
+    },
+    // The columns `persistence::nudges::schedule` and `log` write.
+    Table {
+        name: "nudge_schedule",
+        columns: &["enrollment_id", "rule_key", "subject_id", "anchor_at", "number", "due_at"],
+    },
+    Table {
+        name: "nudge_log",
+        columns: &[
+            "occurrence",
+            "subject_id",
+            "enrollment_id",
+            "flow_key",
+            "flow_version",
+            "rule_key",
+            "anchor_at",
+            "number",
+            "outcome",
+            "channel",
+            "title",
+            "message",
+            "at",
+            "until",
+            "dismissed_at",
+        ],
     },
 ];
 
@@ -197,6 +224,46 @@ fn render(world: &World, subjects: &[Generated], subject_ids: &[i64], enrollment
             sink.row(
                 EXPOSURES,
                 &[Field::Int(experiment_id), text(&a.variant), text(&s.external_id), time(e.started_at)],
+            );
+        }
+        let rules = &s.definition.nudges.rules;
+        for (rule, row) in rules.iter().zip(&s.schedule) {
+            sink.row(
+                NUDGE_SCHEDULE,
+                &[
+                    Field::Int(enrollment_id),
+                    text(&rule.key),
+                    Field::Int(subject_id),
+                    Field::Time(row.anchor),
+                    Field::Int(row.number.into()),
+                    Field::Time(row.due),
+                ],
+            );
+        }
+        for logged in &s.nudge_log {
+            let rule = &rules[logged.rule];
+            // The scheduler's occurrence key (`service::nudges::log_entry`).
+            let occurrence =
+                format!("{enrollment_id}:{}:{}:{}", rule.key, logged.anchor.timestamp_micros(), logged.number);
+            sink.row(
+                NUDGE_LOG,
+                &[
+                    text(&occurrence),
+                    Field::Int(subject_id),
+                    Field::Int(enrollment_id),
+                    text(flow_key),
+                    Field::Int(s.flow_version.into()),
+                    text(&rule.key),
+                    time(logged.anchor),
+                    Field::Int(logged.number.into()),
+                    text(logged.outcome),
+                    text(rule.channel.name()),
+                    text(&rule.title),
+                    text(&rule.message),
+                    time(logged.at),
+                    Field::Time(None),
+                    Field::Time(None),
+                ],
             );
         }
     }

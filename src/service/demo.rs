@@ -38,6 +38,37 @@ pub fn demo_flow_definition() -> Value {
                 "points": 25,
                 "trigger": { "event": "integration.connected" }
             }
-        ]
+        ],
+        // Reminders with a holdout each, so `onramp demo-data` populations show what they
+        // do (`nudgeResults`). The stuck rule watches the slow set-up step, not the optional
+        // photo: a shorter version without the photo step keeps these rules valid.
+        "nudges": {
+            "rules": [
+                {
+                    "key": "get_started",
+                    "trigger": { "kind": "not_started", "after": "24h" },
+                    "title": "Two minutes to get going",
+                    "message": "Verify your email to unlock the rest of the set-up.",
+                    "channel": "in_app",
+                    "holdoutPercent": 20
+                },
+                {
+                    "key": "next_step",
+                    "trigger": { "kind": "no_progress", "after": "2d", "every": "2d", "maxCount": 2 },
+                    "title": "Pick up where you left off",
+                    "message": "Your next step takes a few minutes.",
+                    "channel": "both",
+                    "holdoutPercent": 20
+                },
+                {
+                    "key": "connect_tools",
+                    "trigger": { "kind": "stuck", "step": "connect_integration", "after": "1d" },
+                    "title": "Connect your first integration",
+                    "message": "Bring in the tools you already use: it takes a minute.",
+                    "channel": "webhook",
+                    "holdoutPercent": 20
+                }
+            ]
+        }
     })
 }

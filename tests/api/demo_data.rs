@@ -1,13 +1,21 @@
 //! `onramp demo-data`: the generated population has seed 002's mix, its rows are the ones
 //! the engine writes (the server reads them back as the same progress), runs are
-//! deterministic, and experiments assign variants by the engine's hash.
+//! deterministic, experiments assign variants by the engine's hash, and nudges are logged
+//! and scheduled as the scheduler would have, with a lift `nudgeResults` shows.
 
-use chrono::{DateTime, Duration, Utc};
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use onramp::clock::Clock;
 use onramp::demo_data::{self, Options};
 use onramp::domain::experiments::{Variant, assign};
+use onramp::domain::nudges::{Caps, following, in_holdout, schedule_for};
+use onramp::nudges::NudgeSettings;
+use onramp::persistence::enrollments;
+use onramp::persistence::flows::FlowStore;
 use onramp::service::demo_flow_definition;
 use sea_orm::{ConnectionTrait, Statement};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::both;
 use crate::common::TestApp;
@@ -18,7 +26,21 @@ both!(
     the_server_reads_generated_subjects_as_generated,
     running_experiments_assign_variants_by_the_engine_hash,
     unknown_flows_and_reused_seeds_are_refused,
+    nudges_are_logged_and_scheduled_as_the_scheduler_would_have,
 );
+
+mod a_scheduler_started_afterwards_goes_on_from_the_log {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        let app = crate::common::TestApp::sqlite_with_nudges(super::scheduler(), None).await;
+        super::a_scheduler_started_afterwards_goes_on_from_the_log(app).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let app = crate::common::TestApp::postgres_with_nudges(super::scheduler(), None).await;
+        super::a_scheduler_started_afterwards_goes_on_from_the_log(app).await;
+    }
+}
 
 const REQUIRED: &str = "('verify_email', 'invite_teammate', 'connect_integration')";
 
@@ -260,6 +282,22 @@ async fn fingerprint(app: &TestApp) -> Vec<String> {
         )
         .await,
     );
+    rows.extend(
+        app.rows(
+            "SELECT s.external_id || ' ' || l.rule_key || ' ' || CAST(l.anchor_at AS TEXT) || ' ' || \
+             CAST(l.number AS TEXT) || ' ' || l.outcome || ' ' || CAST(l.at AS TEXT) \
+             FROM nudge_log l JOIN subjects s ON s.id = l.subject_id ORDER BY s.external_id, l.rule_key, l.at",
+        )
+        .await,
+    );
+    rows.extend(
+        app.rows(
+            "SELECT s.external_id || ' ' || n.rule_key || ' ' || COALESCE(CAST(n.anchor_at AS TEXT), '-') || ' ' || \
+             CAST(n.number AS TEXT) || ' ' || COALESCE(CAST(n.due_at AS TEXT), '-') \
+             FROM nudge_schedule n JOIN subjects s ON s.id = n.subject_id ORDER BY s.external_id, n.rule_key",
+        )
+        .await,
+    );
     rows
 }
 
@@ -279,6 +317,11 @@ async fn same_seed_gives_identical_data(app: TestApp) {
         (b.completed, b.in_progress, b.not_started, b.skipped)
     );
     assert_eq!((a.step_rows, a.trigger_events, a.activity_events), (b.step_rows, b.trigger_events, b.activity_events));
+    assert_eq!(
+        (a.nudges_sent, a.nudges_held_out, a.nudges_suppressed),
+        (b.nudges_sent, b.nudges_held_out, b.nudges_suppressed)
+    );
+    assert!(a.nudges_sent > 0, "the demo flow's nudges are part of the data");
     let fa = fingerprint(&app).await;
     let mut fb = fingerprint(&other).await;
     fb.retain(|row| !row.contains("someone-else"));
@@ -455,6 +498,7 @@ fn the_command_reports_progress_and_fails_on_unknown_flows() {
     assert!(stderr.contains("demo-data: 200/200 users ("), "progress on stderr: {stderr}");
     assert!(stdout.contains("demo-data: 200 users in flow new_user (v1)"), "summary on stdout: {stdout}");
     assert!(stdout.contains("COMPLETED") && stdout.contains("SKIPPED"), "{stdout}");
+    assert!(stdout.contains("  nudges: ") && stdout.contains(" sent, ") && stdout.contains(" held out"), "{stdout}");
 
     let output = command(&["demo-data", "--users", "5", "--flow", "missing"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -463,4 +507,276 @@ fn the_command_reports_progress_and_fails_on_unknown_flows() {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
+}
+
+/// One `nudge_log` row.
+#[derive(Debug)]
+struct Logged {
+    id: i64,
+    occurrence: String,
+    subject: String,
+    enrollment_id: i64,
+    flow_version: i32,
+    rule_key: String,
+    anchor: DateTime<Utc>,
+    number: i32,
+    outcome: String,
+    channel: String,
+    title: String,
+    message: String,
+    at: DateTime<Utc>,
+}
+
+async fn nudge_log(app: &TestApp) -> Vec<Logged> {
+    let sql = "SELECT l.id, l.occurrence, s.external_id, l.enrollment_id, l.flow_version, l.rule_key, l.anchor_at, \
+               l.number, l.outcome, l.channel, l.title, l.message, l.at FROM nudge_log l \
+               JOIN subjects s ON s.id = l.subject_id ORDER BY l.id";
+    let statement = Statement::from_string(app.db.get_database_backend(), sql.to_string());
+    let rows = app.db.query_all_raw(statement).await.expect("nudge log");
+    rows.iter()
+        .map(|r| Logged {
+            id: r.try_get_by_index(0).unwrap(),
+            occurrence: r.try_get_by_index(1).unwrap(),
+            subject: r.try_get_by_index(2).unwrap(),
+            enrollment_id: r.try_get_by_index(3).unwrap(),
+            flow_version: r.try_get_by_index(4).unwrap(),
+            rule_key: r.try_get_by_index(5).unwrap(),
+            anchor: r.try_get_by_index(6).unwrap(),
+            number: r.try_get_by_index(7).unwrap(),
+            outcome: r.try_get_by_index(8).unwrap(),
+            channel: r.try_get_by_index(9).unwrap(),
+            title: r.try_get_by_index(10).unwrap(),
+            message: r.try_get_by_index(11).unwrap(),
+            at: r.try_get_by_index(12).unwrap(),
+        })
+        .collect()
+}
+
+/// `nudge_schedule`: (enrollment, rule) -> (subject, anchor, number, due).
+type Schedule = HashMap<(i64, String), (i64, Option<DateTime<Utc>>, i32, Option<DateTime<Utc>>)>;
+
+async fn nudge_schedule(app: &TestApp) -> Schedule {
+    let sql = "SELECT enrollment_id, rule_key, subject_id, anchor_at, number, due_at FROM nudge_schedule";
+    let statement = Statement::from_string(app.db.get_database_backend(), sql.to_string());
+    let rows = app.db.query_all_raw(statement).await.expect("nudge schedule");
+    rows.iter()
+        .map(|r| {
+            (
+                (r.try_get_by_index(0).unwrap(), r.try_get_by_index(1).unwrap()),
+                (
+                    r.try_get_by_index(2).unwrap(),
+                    r.try_get_by_index(3).unwrap(),
+                    r.try_get_by_index(4).unwrap(),
+                    r.try_get_by_index(5).unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// A few thousand users: every rule comes due for hundreds of them, so the held-out
+/// share and the lift are more than noise.
+async fn nudges_are_logged_and_scheduled_as_the_scheduler_would_have(app: TestApp) {
+    let mut options = options(3000);
+    options.batch = 1000;
+    let summary = run(&app, &options).await;
+    let flow = FlowStore::default().latest_active(&app.db, "new_user").await.expect("flow").expect("new_user");
+    let rules = &flow.definition.nudges.rules;
+    assert_eq!(rules.len(), 3, "the demo flow has nudge rules");
+
+    // The log: the scheduler's outcomes, occurrence keys and texts, nothing after `until`,
+    // and held out exactly when the rule's holdout hash says so.
+    let log = nudge_log(&app).await;
+    let count = |outcome: &str| log.iter().filter(|l| l.outcome == outcome).count() as u64;
+    assert_eq!(
+        (count("SENT"), count("HELD_OUT"), count("SUPPRESSED_BY_CAP")),
+        (summary.nudges_sent, summary.nudges_held_out, summary.nudges_suppressed)
+    );
+    assert_eq!(log.len() as u64, summary.nudges_sent + summary.nudges_held_out + summary.nudges_suppressed);
+    assert!(summary.nudges_sent > 500 && summary.nudges_held_out > 100, "{summary:?}");
+    let occurrences: HashSet<&str> = log.iter().map(|l| l.occurrence.as_str()).collect();
+    assert_eq!(occurrences.len(), log.len(), "no occurrence twice");
+    for l in &log {
+        let rule = rules.iter().find(|r| r.key == l.rule_key).unwrap_or_else(|| panic!("no rule {l:?}"));
+        let key = format!("{}:{}:{}:{}", l.enrollment_id, l.rule_key, l.anchor.timestamp_micros(), l.number);
+        assert_eq!(l.occurrence, key, "the scheduler's occurrence key");
+        assert_eq!(
+            (l.channel.as_str(), l.title.as_str(), l.message.as_str(), l.flow_version),
+            (rule.channel.name(), rule.title.as_str(), rule.message.as_str(), 1)
+        );
+        assert!(l.anchor < l.at && l.at <= until(), "{l:?}");
+        let held_out = in_holdout("new_user", &rule.key, &l.subject, rule.holdout_percent);
+        assert_eq!(l.outcome == "HELD_OUT", held_out, "{l:?}");
+        assert!(["SENT", "HELD_OUT", "SUPPRESSED_BY_CAP"].contains(&l.outcome.as_str()), "{l:?}");
+    }
+    // Per rule, the enrollments it came due for are held out in about its share.
+    let mut first: HashMap<(&str, i64), &Logged> = HashMap::new();
+    for l in &log {
+        first.entry((l.rule_key.as_str(), l.enrollment_id)).or_insert(l);
+    }
+    for rule in rules {
+        let due: Vec<&&Logged> = first.iter().filter(|((r, _), _)| *r == rule.key).map(|(_, l)| l).collect();
+        let held_out = due.iter().filter(|l| l.outcome == "HELD_OUT").count() as f64;
+        let share = held_out / due.len() as f64;
+        assert!(due.len() > 200, "{}: due for {} enrollments", rule.key, due.len());
+        assert!((share - 0.2).abs() < 0.06, "{}: {share} held out, {}% asked", rule.key, rule.holdout_percent);
+    }
+
+    // The schedule: for enrollments in progress only, one row per rule, at what the write
+    // path stored after the enrollment's last change (`schedule_for`), moved on by the
+    // scheduler past every occurrence due by `until`.
+    let schedule = nudge_schedule(&app).await;
+    assert_eq!(schedule.len() as u64, summary.nudge_schedule_rows);
+    let in_progress: Vec<i64> = app
+        .rows("SELECT CAST(id AS TEXT) FROM enrollments WHERE status = 'IN_PROGRESS'")
+        .await
+        .iter()
+        .map(|id| id.parse().expect("id"))
+        .collect();
+    assert_eq!(schedule.len(), in_progress.len() * rules.len(), "rows for enrollments in progress only");
+    let attributes: HashMap<i64, Value> = app
+        .rows("SELECT CAST(id AS TEXT) || ' ' || CAST(attributes AS TEXT) FROM subjects")
+        .await
+        .iter()
+        .map(|row| {
+            let (id, json) = row.split_once(' ').expect("id and attributes");
+            (id.parse().expect("id"), serde_json::from_str(json).expect("attributes"))
+        })
+        .collect();
+    let records = enrollments::by_ids(&app.db, in_progress, false).await.expect("enrollments");
+    let mut pending = 0;
+    for record in &records {
+        let attributes = &attributes[&record.subject_id];
+        for (rule_key, first_due) in schedule_for(&flow.definition, attributes, &record.state) {
+            let rule = flow.definition.nudges.rule(rule_key).expect("rule");
+            let stored = schedule.get(&(record.id, rule_key.to_string())).unwrap_or_else(|| panic!("{record:?}"));
+            let expected = match first_due {
+                None => (record.subject_id, None, 1, None),
+                Some(mut due) => loop {
+                    if due.at > until() {
+                        break (record.subject_id, Some(due.anchor), due.number as i32, Some(due.at));
+                    }
+                    match following(rule, &due) {
+                        Some(next) => due = next,
+                        None => break (record.subject_id, Some(due.anchor), due.number as i32, None),
+                    }
+                },
+            };
+            assert_eq!(*stored, expected, "{} {rule_key}", record.id);
+            pending += usize::from(stored.3.is_some());
+        }
+    }
+    assert!(pending > 50, "{pending} nudges are due after `until`");
+
+    // Results: every rule has both groups, and the nudged complete more often.
+    let query = "query($f: String!) { nudgeResults(flowKey: $f, windowHours: 168) { ruleKey holdoutPercent \
+                 sent { enrollments completed completionRate } heldOut { enrollments completed completionRate } \
+                 lift pValue } }";
+    let results = app.ok(&app.admin(), query, json!({"f": "new_user"})).await;
+    let results = results["nudgeResults"].as_array().expect("results");
+    assert_eq!(results.len(), rules.len());
+    for r in results {
+        let rule = r["ruleKey"].as_str().expect("rule key");
+        // Each enrollment once: held out of a rule is for good (the hash), so its entries
+        // are all HELD_OUT or none is.
+        let group = |outcome: &str| {
+            log.iter()
+                .filter(|l| l.rule_key == rule && l.outcome == outcome)
+                .map(|l| l.enrollment_id)
+                .collect::<HashSet<_>>()
+                .len() as i64
+        };
+        let (sent, held_out) = (&r["sent"], &r["heldOut"]);
+        println!(
+            "nudgeResults {rule}: sent {}/{} ({:.3}), held out {}/{} ({:.3}), lift {:.3}, p {:.4}",
+            sent["completed"],
+            sent["enrollments"],
+            sent["completionRate"].as_f64().unwrap_or(f64::NAN),
+            held_out["completed"],
+            held_out["enrollments"],
+            held_out["completionRate"].as_f64().unwrap_or(f64::NAN),
+            r["lift"].as_f64().unwrap_or(f64::NAN),
+            r["pValue"].as_f64().unwrap_or(f64::NAN),
+        );
+        assert_eq!(r["holdoutPercent"], 20);
+        assert_eq!(
+            (sent["enrollments"].as_i64(), held_out["enrollments"].as_i64()),
+            (Some(group("SENT")), Some(group("HELD_OUT")))
+        );
+        assert!(group("SENT") > 0 && group("HELD_OUT") > 0);
+        assert!(
+            sent["completionRate"].as_f64().expect("rate") > held_out["completionRate"].as_f64().expect("rate"),
+            "{r:#}"
+        );
+    }
+}
+
+/// The server's scheduler with the default budget, no quiet hours and a clock the test moves.
+fn scheduler() -> NudgeSettings {
+    NudgeSettings {
+        caps: Caps::default(),
+        quiet_hours: None,
+        poll_interval: std::time::Duration::from_millis(20),
+        clock: Clock::adjustable(),
+        ..NudgeSettings::default()
+    }
+}
+
+/// Demo data up to an hour ago, then the server's own scheduler: it takes each pending
+/// occurrence where the data left it, and none it takes is one the log already has.
+async fn a_scheduler_started_afterwards_goes_on_from_the_log(app: TestApp) {
+    let clock = app.nudges.as_ref().expect("a scheduler").clock.clone();
+    let mut options = Options::new(400, "new_user");
+    options.until = clock.now().trunc_subsecs(0) - Duration::hours(1);
+    options.batch = 200;
+    let summary = run(&app, &options).await;
+    assert!(summary.nudges_sent > 0);
+    // The scheduler runs all along: what it decides is after `until`, demo-data's is not.
+    let demo: Vec<Logged> = nudge_log(&app).await.into_iter().filter(|l| l.at <= options.until).collect();
+    assert_eq!(demo.len() as u64, summary.nudges_sent + summary.nudges_held_out + summary.nudges_suppressed);
+    crate::nudges::settle(&app).await;
+
+    // No row waits for an occurrence the log has (one statement: one snapshot of both).
+    let logged_already = "SELECT COUNT(*) FROM nudge_schedule s JOIN nudge_log l ON l.enrollment_id = s.enrollment_id \
+                          AND l.rule_key = s.rule_key AND l.anchor_at = s.anchor_at AND l.number = s.number \
+                          WHERE s.due_at IS NOT NULL";
+    assert_eq!(app.count(logged_already).await, 0);
+
+    // Four days on, a day at a time (no rule repeats within a day, so no catch-up skips
+    // one): every occurrence pending now is decided and logged as a new entry.
+    let before = app.count("SELECT COALESCE(MAX(id), 0) FROM nudge_log").await;
+    let horizon = clock.now() + Duration::days(4);
+    let pending: Vec<String> = nudge_schedule(&app)
+        .await
+        .into_iter()
+        .filter_map(|((enrollment, rule), (_, anchor, number, due))| {
+            let (anchor, due) = (anchor?, due?);
+            (due <= horizon).then(|| format!("{enrollment}:{rule}:{}:{number}", anchor.timestamp_micros()))
+        })
+        .collect();
+    assert!(pending.len() > 5, "{} occurrences come due in the next four days", pending.len());
+    for _ in 0..4 {
+        clock.advance(std::time::Duration::from_secs(24 * 3600));
+        crate::nudges::settle(&app).await;
+    }
+    let log = nudge_log(&app).await;
+    let kept: HashMap<i64, (&str, &str)> =
+        log.iter().map(|l| (l.id, (l.occurrence.as_str(), l.outcome.as_str()))).collect();
+    for d in &demo {
+        assert_eq!(
+            kept.get(&d.id),
+            Some(&(d.occurrence.as_str(), d.outcome.as_str())),
+            "demo entries stay as they were"
+        );
+    }
+    let new: HashMap<&str, &Logged> =
+        log.iter().filter(|l| l.id > before).map(|l| (l.occurrence.as_str(), l)).collect();
+    for occurrence in &pending {
+        assert!(new.contains_key(occurrence.as_str()), "{occurrence} was not taken up: {:#?}", new.keys());
+    }
+    // Every send of the scheduler is a new entry, with its webhook when the channel has one.
+    let since_demo = log.iter().filter(|l| l.at > options.until);
+    let webhooks = since_demo.filter(|l| l.outcome == "SENT" && l.channel != "in_app").count() as i64;
+    assert!(new.values().any(|l| l.outcome == "SENT"), "the scheduler sent nudges");
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox WHERE kind = 'nudge_due'").await, webhooks);
 }

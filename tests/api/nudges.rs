@@ -91,7 +91,7 @@ fn rule(key: &str, trigger: Value) -> Value {
 }
 
 /// Waits until the scheduler has dealt with everything due by the clock's now.
-async fn settle(app: &TestApp) {
+pub(crate) async fn settle(app: &TestApp) {
     let now = clock(app).now();
     for _ in 0..500 {
         let statement = sea_orm::Statement::from_string(
