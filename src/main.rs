@@ -318,8 +318,8 @@ fn print_summary(s: &demo_data::Summary, options: &demo_data::Options) {
     );
     if s.nudges_sent + s.nudges_held_out + s.nudges_suppressed + s.nudge_schedule_rows > 0 {
         println!(
-            "  nudges: {} sent, {} held out, {} suppressed by the fatigue budget; {} nudge_schedule rows",
-            s.nudges_sent, s.nudges_held_out, s.nudges_suppressed, s.nudge_schedule_rows
+            "  nudges: {} sent, {} held out, {} held back by the fatigue budget, {} cancelled by progress; {} nudge_schedule rows",
+            s.nudges_sent, s.nudges_held_out, s.nudges_suppressed, s.nudges_cancelled, s.nudge_schedule_rows
         );
     }
     println!("  retention driver (key step): {}", s.key_step);

@@ -88,11 +88,13 @@ pub struct Summary {
     /// Later product activity (retention).
     pub activity_events: u64,
     pub exposures: u64,
-    /// Nudge occurrences the scheduler would have logged by `until`: sent, held out (the
-    /// subject is in the rule's holdout) and suppressed by the fatigue budget.
+    /// Nudge log lines the scheduler would have written by `until`: sent, held out (the
+    /// subject is in the rule's holdout), held back by the fatigue budget (a wait), and
+    /// cancelled by progress while waiting.
     pub nudges_sent: u64,
     pub nudges_held_out: u64,
     pub nudges_suppressed: u64,
+    pub nudges_cancelled: u64,
     /// `nudge_schedule` rows (enrollments in progress of a flow with nudge rules).
     pub nudge_schedule_rows: u64,
     pub key_step: String,
@@ -119,6 +121,7 @@ impl Summary {
         self.nudges_sent += logged(nudge_outcome::SENT);
         self.nudges_held_out += logged(nudge_outcome::HELD_OUT);
         self.nudges_suppressed += logged(nudge_outcome::SUPPRESSED_BY_CAP);
+        self.nudges_cancelled += logged(nudge_outcome::CANCELLED_BY_PROGRESS);
         self.nudge_schedule_rows += subject.schedule.len() as u64;
     }
 
@@ -136,6 +139,7 @@ impl Summary {
         self.nudges_sent += other.nudges_sent;
         self.nudges_held_out += other.nudges_held_out;
         self.nudges_suppressed += other.nudges_suppressed;
+        self.nudges_cancelled += other.nudges_cancelled;
         self.nudge_schedule_rows += other.nudge_schedule_rows;
     }
 

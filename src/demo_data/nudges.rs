@@ -31,6 +31,16 @@ pub(crate) struct Logged {
     pub number: u32,
     pub outcome: &'static str,
     pub at: DateTime<Utc>,
+    /// A wait's end (held back by the budget); the log's `until`.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl Logged {
+    /// The occurrence key's suffix: a wait is logged once per reason, apart from the
+    /// occurrence's final outcome (`service::nudges`).
+    pub fn suffix(&self) -> &'static str {
+        if self.outcome == outcome::SUPPRESSED_BY_CAP { ":cap" } else { "" }
+    }
 }
 
 /// One rule's `nudge_schedule` row for the enrollment.
@@ -39,6 +49,8 @@ pub(crate) struct Row {
     pub anchor: Option<DateTime<Utc>>,
     pub number: u32,
     pub due: Option<DateTime<Utc>>,
+    /// Came due and waits for the budget (`due` is the wait's end).
+    pub waiting: bool,
 }
 
 /// The nudge state of one subject's enrollment while its timeline is played.
@@ -63,18 +75,24 @@ pub(crate) struct Context<'a> {
 
 impl Nudges {
     pub fn new(rules: usize, rng: Rng) -> Nudges {
-        let empty = Row { anchor: None, number: 1, due: None };
+        let empty = Row { anchor: None, number: 1, due: None, waiting: false };
         Nudges { rows: vec![empty; rules], log: Vec::new(), sent: Vec::new(), rng }
     }
 
     /// After a write: what `service::advance` stores (`schedule_for`), merged as the
     /// store's upsert merges it: a row whose anchor is unchanged keeps its occurrence and
-    /// due time (the scheduler may have moved them on), a new anchor or none replaces them.
+    /// due time (the scheduler may have moved them on), and so does a waiting one (the
+    /// scheduler logs it cancelled when the wait ends); a new anchor or none replaces the
+    /// rest. (A row due and not yet decided is the store's third case; here the scheduler
+    /// decides every occurrence the moment it is due, so there is none.)
     pub fn written(&mut self, flow: &FlowDefinition, attributes: &Value, state: &Enrollment) {
         for (row, (_, due)) in self.rows.iter_mut().zip(rules::schedule_for(flow, attributes, state)) {
             let anchor = due.map(|d| d.anchor);
+            if row.waiting {
+                continue;
+            }
             if row.anchor.is_none() || row.anchor != anchor {
-                *row = Row { anchor, number: due.map_or(1, |d| d.number), due: due.map(|d| d.at) };
+                *row = Row { anchor, number: due.map_or(1, |d| d.number), due: due.map(|d| d.at), waiting: false };
             }
         }
     }
@@ -107,17 +125,18 @@ impl Nudges {
             let row = self.rows[i];
             let Some(due_at) = row.due.filter(|d| *d <= now) else { continue };
             let Some(anchor) = row.anchor else {
-                self.rows[i] = Row { anchor: None, number: row.number, due: None };
+                self.rows[i] = Row { anchor: None, number: row.number, due: None, waiting: false };
                 continue;
             };
             let due = Due { anchor, number: row.number, at: due_at };
             if !rules::holds(rule, flow, attributes, state, &due) {
-                self.record(i, &due, outcome::CANCELLED_BY_PROGRESS, now);
+                self.record(i, &due, outcome::CANCELLED_BY_PROGRESS, now, None);
                 let next = rules::next_due(rule, flow, attributes, state);
                 self.rows[i] = Row {
                     anchor: next.map(|d| d.anchor),
                     number: next.map_or(1, |d| d.number),
                     due: next.map(|d| d.at),
+                    waiting: false,
                 };
                 continue;
             }
@@ -142,11 +161,17 @@ impl Nudges {
             let kind = match decision {
                 Decision::Send => outcome::SENT,
                 Decision::HeldOut => outcome::HELD_OUT,
-                Decision::SuppressedByCap => outcome::SUPPRESSED_BY_CAP,
+                // Waits for the budget: the same occurrence is due again then.
+                Decision::SuppressedByCap(until) => {
+                    self.record(i, &due, outcome::SUPPRESSED_BY_CAP, now, Some(until));
+                    self.rows[i] =
+                        Row { anchor: Some(due.anchor), number: due.number, due: Some(until), waiting: true };
+                    continue;
+                }
                 Decision::WaitUntil(_) => unreachable!("demo data has no quiet hours"),
             };
             // The log's unique occurrence: one already logged is not sent again.
-            if self.record(i, &due, kind, now) && decision == Decision::Send {
+            if self.record(i, &due, kind, now, None) && decision == Decision::Send {
                 self.sent.push(now);
                 if self.rng.chance(LIFT) {
                     let returns = now + Duration::seconds(self.rng.gap(RESPONSE_MEDIAN_SECS, 1.0).max(60.0) as i64);
@@ -158,17 +183,29 @@ impl Nudges {
                 anchor: Some(due.anchor),
                 number: next.map_or(due.number, |d| d.number),
                 due: next.map(|d| d.at),
+                waiting: false,
             };
         }
         back
     }
 
     /// Logs an occurrence unless it is logged already; whether it was.
-    fn record(&mut self, rule: usize, due: &Due, outcome: &'static str, at: DateTime<Utc>) -> bool {
-        if self.log.iter().any(|l| l.rule == rule && l.anchor == due.anchor && l.number == due.number) {
+    fn record(
+        &mut self,
+        rule: usize,
+        due: &Due,
+        outcome: &'static str,
+        at: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+    ) -> bool {
+        let line = Logged { rule, anchor: due.anchor, number: due.number, outcome, at, until };
+        let same = |l: &Logged| {
+            l.rule == rule && l.anchor == due.anchor && l.number == due.number && l.suffix() == line.suffix()
+        };
+        if self.log.iter().any(same) {
             return false;
         }
-        self.log.push(Logged { rule, anchor: due.anchor, number: due.number, outcome, at });
+        self.log.push(line);
         true
     }
 }
@@ -210,13 +247,16 @@ mod tests {
         for (subject, expected) in subjects.iter().zip([outcome::SENT, outcome::HELD_OUT]) {
             let mut nudges = Nudges::new(1, Rng::stream(1, 2, 4));
             nudges.written(&flow, &attributes, &state);
-            assert_eq!(nudges.rows[0], Row { anchor: Some(at(0)), number: 1, due: Some(at(24)) });
+            assert_eq!(nudges.rows[0], Row { anchor: Some(at(0)), number: 1, due: Some(at(24)), waiting: false });
             let cx = Context { flow: &flow, attributes: &attributes, state: &state, subject };
             nudges.run(&cx, at(0), at(23));
             assert!(nudges.log.is_empty(), "not due yet");
             nudges.run(&cx, at(23), at(100));
-            assert_eq!(nudges.log, vec![Logged { rule: 0, anchor: at(0), number: 1, outcome: expected, at: at(24) }]);
-            assert_eq!(nudges.rows[0], Row { anchor: Some(at(0)), number: 1, due: None }, "once");
+            assert_eq!(
+                nudges.log,
+                vec![Logged { rule: 0, anchor: at(0), number: 1, outcome: expected, at: at(24), until: None }]
+            );
+            assert_eq!(nudges.rows[0], Row { anchor: Some(at(0)), number: 1, due: None, waiting: false }, "once");
             // A later write with the same anchor keeps the spent row.
             nudges.written(&flow, &attributes, &state);
             assert_eq!(nudges.rows[0].due, None);
@@ -224,7 +264,7 @@ mod tests {
     }
 
     #[test]
-    fn the_budget_lets_one_of_two_due_together_through() {
+    fn the_budget_lets_one_of_two_due_together_through_and_the_other_a_day_later() {
         let flow = flow(json!([
             rule("b-second", json!({"kind": "not_started", "after": "24h"}), 0),
             rule("a-first", json!({"kind": "abandoned", "after": "24h"}), 0),
@@ -236,7 +276,10 @@ mod tests {
         let cx = Context { flow: &flow, attributes: &attributes, state: &state, subject: "s" };
         nudges.run(&cx, at(0), at(100));
         let outcomes: Vec<(usize, &str)> = nudges.log.iter().map(|l| (l.rule, l.outcome)).collect();
-        // Same priority and due time: the rule key decides.
-        assert_eq!(outcomes, vec![(0, outcome::SUPPRESSED_BY_CAP), (1, outcome::SENT)]);
+        // Same priority and due time: the rule key decides; the other waits a day and goes.
+        assert_eq!(outcomes, vec![(0, outcome::SUPPRESSED_BY_CAP), (1, outcome::SENT), (0, outcome::SENT)]);
+        assert_eq!(nudges.log[0].until, Some(at(48)));
+        assert_eq!(nudges.log[2].at, at(48));
+        assert!(nudges.rows.iter().all(|r| !r.waiting && r.due.is_none()), "both spent");
     }
 }

@@ -18,6 +18,7 @@ use crate::persistence::begin_write;
 /// A column value, rendered by each backend's writer.
 enum Field<'a> {
     Int(i64),
+    Bool(bool),
     Float(Option<f64>),
     Text(Option<&'a str>),
     Time(Option<DateTime<Utc>>),
@@ -100,7 +101,7 @@ const TABLES: [Table; 9] = [
     // The columns `persistence::nudges::schedule` and `log` write.
     Table {
         name: "nudge_schedule",
-        columns: &["enrollment_id", "rule_key", "subject_id", "anchor_at", "number", "due_at"],
+        columns: &["enrollment_id", "rule_key", "subject_id", "anchor_at", "number", "due_at", "waiting"],
     },
     Table {
         name: "nudge_log",
@@ -237,14 +238,20 @@ fn render(world: &World, subjects: &[Generated], subject_ids: &[i64], enrollment
                     Field::Time(row.anchor),
                     Field::Int(row.number.into()),
                     Field::Time(row.due),
+                    Field::Bool(row.waiting),
                 ],
             );
         }
         for logged in &s.nudge_log {
             let rule = &rules[logged.rule];
             // The scheduler's occurrence key (`service::nudges::log_entry`).
-            let occurrence =
-                format!("{enrollment_id}:{}:{}:{}", rule.key, logged.anchor.timestamp_micros(), logged.number);
+            let occurrence = format!(
+                "{enrollment_id}:{}:{}:{}{}",
+                rule.key,
+                logged.anchor.timestamp_micros(),
+                logged.number,
+                logged.suffix()
+            );
             sink.row(
                 NUDGE_LOG,
                 &[
@@ -261,7 +268,7 @@ fn render(world: &World, subjects: &[Generated], subject_ids: &[i64], enrollment
                     text(&rule.title),
                     text(&rule.message),
                     time(logged.at),
-                    Field::Time(None),
+                    Field::Time(logged.until),
                     Field::Time(None),
                 ],
             );
@@ -300,6 +307,7 @@ impl Sink for CopyText {
                 Field::Int(n) => {
                     let _ = write!(out, "{n}");
                 }
+                Field::Bool(b) => out.extend_from_slice(if *b { b"t" } else { b"f" }),
                 // Rust prints the shortest text that reads back as the same double.
                 Field::Float(Some(x)) => {
                     let _ = write!(out, "{x}");
@@ -392,6 +400,7 @@ impl Sink for Bound {
     fn row(&mut self, table: usize, fields: &[Field<'_>]) {
         self.0[table].extend(fields.iter().map(|f| match f {
             Field::Int(n) => Value::BigInt(Some(*n)),
+            Field::Bool(b) => Value::Bool(Some(*b)),
             Field::Float(x) => Value::Double(*x),
             Field::Text(s) => Value::String(s.map(str::to_string)),
             Field::Time(t) => Value::ChronoDateTimeUtc(*t),

@@ -107,9 +107,10 @@ pub struct NudgeLogEntry {
 /// A rate with its 95% Wilson interval.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct NudgeGroupResult {
-    /// Enrollments in the group (their first sent or held-out occurrence of the rule).
+    /// Enrollments in the group whose occurrence of the rule came due (counted once each,
+    /// from the scheduler's first decision, whatever it was: intention to treat).
     pub enrollments: i64,
-    /// Of those, completed within the window after the nudge (or would-be nudge).
+    /// Of those, completed within the window after that first decision.
     pub completed: i64,
     /// completed / enrollments; null when the group is empty.
     pub completion_rate: Option<f64>,
@@ -128,7 +129,7 @@ pub struct NudgeResult {
     pub trigger: String,
     /// The rule's holdout percentage.
     pub holdout_percent: i32,
-    /// Enrollments that were nudged.
+    /// Enrollments assigned to be nudged (not held out).
     pub sent: NudgeGroupResult,
     /// Enrollments held out (the control group).
     pub held_out: NudgeGroupResult,

@@ -306,17 +306,17 @@ pub async fn log_of(
     db.query_all_raw(statement(db, sql, values)).await?.iter().map(log_entry).collect()
 }
 
-/// For each enrollment that a rule's nudge reached or held out, the first such entry:
-/// (held out, when, the enrollment's completion).
+/// For each enrollment whose occurrence of a rule came due, the first time the scheduler
+/// decided about it (whatever it decided), the subject's external id and the enrollment's
+/// completion: the units of an intention-to-treat comparison.
 pub async fn exposures(
     db: &impl ConnectionTrait,
     flow_key: &str,
     rule_key: &str,
-) -> Result<Vec<(bool, DateTime<Utc>, Option<DateTime<Utc>>)>, DbErr> {
-    let sql = "SELECT l.enrollment_id, l.outcome, l.at, e.completed_at FROM nudge_log l \
-               JOIN enrollments e ON e.id = l.enrollment_id \
-               WHERE l.flow_key = $1 AND l.rule_key = $2 AND l.outcome IN ('SENT', 'HELD_OUT') \
-               ORDER BY l.enrollment_id, l.at, l.id";
+) -> Result<Vec<(String, DateTime<Utc>, Option<DateTime<Utc>>)>, DbErr> {
+    let sql = "SELECT l.enrollment_id, s.external_id, l.at, e.completed_at FROM nudge_log l \
+               JOIN enrollments e ON e.id = l.enrollment_id JOIN subjects s ON s.id = l.subject_id \
+               WHERE l.flow_key = $1 AND l.rule_key = $2 ORDER BY l.enrollment_id, l.at, l.id";
     let rows = db.query_all_raw(statement(db, sql, vec![flow_key.into(), rule_key.into()])).await?;
     let mut units = Vec::new();
     let mut last: Option<i64> = None;
@@ -326,8 +326,7 @@ pub async fn exposures(
             continue;
         }
         last = Some(enrollment);
-        let outcome: String = row.try_get_by("outcome")?;
-        units.push((outcome == "HELD_OUT", row.try_get_by("at")?, row.try_get_by("completed_at")?));
+        units.push((row.try_get_by("external_id")?, row.try_get_by("at")?, row.try_get_by("completed_at")?));
     }
     Ok(units)
 }

@@ -322,7 +322,8 @@ impl Onramp {
     }
 
     /// Per rule of the flow's latest active version: completion within `window` after
-    /// the nudge, for enrollments nudged against enrollments held out.
+    /// the nudge came due, for enrollments assigned to be nudged against enrollments held
+    /// out (intention to treat, by the holdout hash under the rule's current percentage).
     pub async fn nudge_results(&self, flow_key: &str, window_hours: i64) -> AppResult<Vec<(NudgeRule, RuleResult)>> {
         self.check_key("flowKey", flow_key)?;
         if !(1..=MAX_RESULTS_WINDOW_DAYS * 24).contains(&window_hours) {
@@ -338,10 +339,18 @@ impl Onramp {
             .ok_or_else(|| AppError::not_found(format!("no active flow with key `{}`", shorten(flow_key))))?;
         let mut results = Vec::new();
         for rule in &flow.definition.nudges.rules {
+            // Groups are the assignment, not what was done: a nudge the budget or quiet
+            // hours held back, or progress cancelled, still counts as nudged. Counting only
+            // the sent would drop the subjects a competing nudge crowded out from one group
+            // and not from the other (a held-out nudge never waits), and bias the lift.
             let units: Vec<Unit> = store::exposures(&self.db, flow_key, &rule.key)
                 .await?
                 .into_iter()
-                .map(|(held_out, at, completed_at)| Unit { held_out, at, completed_at })
+                .map(|(subject, at, completed_at)| Unit {
+                    held_out: nudges::in_holdout(flow_key, &rule.key, &subject, rule.holdout_percent),
+                    at,
+                    completed_at,
+                })
                 .collect();
             results.push((rule.clone(), rule_result(&units, Duration::hours(window_hours))));
         }

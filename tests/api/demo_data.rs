@@ -525,11 +525,12 @@ struct Logged {
     title: String,
     message: String,
     at: DateTime<Utc>,
+    until: Option<DateTime<Utc>>,
 }
 
 async fn nudge_log(app: &TestApp) -> Vec<Logged> {
     let sql = "SELECT l.id, l.occurrence, s.external_id, l.enrollment_id, l.flow_version, l.rule_key, l.anchor_at, \
-               l.number, l.outcome, l.channel, l.title, l.message, l.at FROM nudge_log l \
+               l.number, l.outcome, l.channel, l.title, l.message, l.at, l.until FROM nudge_log l \
                JOIN subjects s ON s.id = l.subject_id ORDER BY l.id";
     let statement = Statement::from_string(app.db.get_database_backend(), sql.to_string());
     let rows = app.db.query_all_raw(statement).await.expect("nudge log");
@@ -548,15 +549,16 @@ async fn nudge_log(app: &TestApp) -> Vec<Logged> {
             title: r.try_get_by_index(10).unwrap(),
             message: r.try_get_by_index(11).unwrap(),
             at: r.try_get_by_index(12).unwrap(),
+            until: r.try_get_by_index(13).unwrap(),
         })
         .collect()
 }
 
-/// `nudge_schedule`: (enrollment, rule) -> (subject, anchor, number, due).
-type Schedule = HashMap<(i64, String), (i64, Option<DateTime<Utc>>, i32, Option<DateTime<Utc>>)>;
+/// `nudge_schedule`: (enrollment, rule) -> ((subject, anchor, number, due), waiting).
+type Schedule = HashMap<(i64, String), ((i64, Option<DateTime<Utc>>, i32, Option<DateTime<Utc>>), bool)>;
 
 async fn nudge_schedule(app: &TestApp) -> Schedule {
-    let sql = "SELECT enrollment_id, rule_key, subject_id, anchor_at, number, due_at FROM nudge_schedule";
+    let sql = "SELECT enrollment_id, rule_key, subject_id, anchor_at, number, due_at, waiting FROM nudge_schedule";
     let statement = Statement::from_string(app.db.get_database_backend(), sql.to_string());
     let rows = app.db.query_all_raw(statement).await.expect("nudge schedule");
     rows.iter()
@@ -564,10 +566,13 @@ async fn nudge_schedule(app: &TestApp) -> Schedule {
             (
                 (r.try_get_by_index(0).unwrap(), r.try_get_by_index(1).unwrap()),
                 (
-                    r.try_get_by_index(2).unwrap(),
-                    r.try_get_by_index(3).unwrap(),
-                    r.try_get_by_index(4).unwrap(),
-                    r.try_get_by_index(5).unwrap(),
+                    (
+                        r.try_get_by_index(2).unwrap(),
+                        r.try_get_by_index(3).unwrap(),
+                        r.try_get_by_index(4).unwrap(),
+                        r.try_get_by_index(5).unwrap(),
+                    ),
+                    r.try_get_by_index(6).unwrap(),
                 ),
             )
         })
@@ -589,17 +594,23 @@ async fn nudges_are_logged_and_scheduled_as_the_scheduler_would_have(app: TestAp
     let log = nudge_log(&app).await;
     let count = |outcome: &str| log.iter().filter(|l| l.outcome == outcome).count() as u64;
     assert_eq!(
-        (count("SENT"), count("HELD_OUT"), count("SUPPRESSED_BY_CAP")),
-        (summary.nudges_sent, summary.nudges_held_out, summary.nudges_suppressed)
+        (count("SENT"), count("HELD_OUT"), count("SUPPRESSED_BY_CAP"), count("CANCELLED_BY_PROGRESS")),
+        (summary.nudges_sent, summary.nudges_held_out, summary.nudges_suppressed, summary.nudges_cancelled)
     );
-    assert_eq!(log.len() as u64, summary.nudges_sent + summary.nudges_held_out + summary.nudges_suppressed);
+    assert_eq!(
+        log.len() as u64,
+        summary.nudges_sent + summary.nudges_held_out + summary.nudges_suppressed + summary.nudges_cancelled
+    );
     assert!(summary.nudges_sent > 500 && summary.nudges_held_out > 100, "{summary:?}");
     let occurrences: HashSet<&str> = log.iter().map(|l| l.occurrence.as_str()).collect();
     assert_eq!(occurrences.len(), log.len(), "no occurrence twice");
     for l in &log {
         let rule = rules.iter().find(|r| r.key == l.rule_key).unwrap_or_else(|| panic!("no rule {l:?}"));
-        let key = format!("{}:{}:{}:{}", l.enrollment_id, l.rule_key, l.anchor.timestamp_micros(), l.number);
+        // A wait is logged apart from the occurrence's outcome, once per reason.
+        let suffix = if l.outcome == "SUPPRESSED_BY_CAP" { ":cap" } else { "" };
+        let key = format!("{}:{}:{}:{}{suffix}", l.enrollment_id, l.rule_key, l.anchor.timestamp_micros(), l.number);
         assert_eq!(l.occurrence, key, "the scheduler's occurrence key");
+        assert_eq!(l.until.is_some(), l.outcome == "SUPPRESSED_BY_CAP", "{l:?}");
         assert_eq!(
             (l.channel.as_str(), l.title.as_str(), l.message.as_str(), l.flow_version),
             (rule.channel.name(), rule.title.as_str(), rule.message.as_str(), 1)
@@ -607,12 +618,25 @@ async fn nudges_are_logged_and_scheduled_as_the_scheduler_would_have(app: TestAp
         assert!(l.anchor < l.at && l.at <= until(), "{l:?}");
         let held_out = in_holdout("new_user", &rule.key, &l.subject, rule.holdout_percent);
         assert_eq!(l.outcome == "HELD_OUT", held_out, "{l:?}");
-        assert!(["SENT", "HELD_OUT", "SUPPRESSED_BY_CAP"].contains(&l.outcome.as_str()), "{l:?}");
+        assert!(
+            ["SENT", "HELD_OUT", "SUPPRESSED_BY_CAP", "CANCELLED_BY_PROGRESS"].contains(&l.outcome.as_str()),
+            "{l:?}"
+        );
     }
     // Per rule, the enrollments it came due for are held out in about its share.
     let mut first: HashMap<(&str, i64), &Logged> = HashMap::new();
     for l in &log {
         first.entry((l.rule_key.as_str(), l.enrollment_id)).or_insert(l);
+    }
+    // A wait ends in the occurrence sent, or cancelled by progress.
+    for wait in log.iter().filter(|l| l.outcome == "SUPPRESSED_BY_CAP") {
+        let ended = log.iter().any(|l| {
+            (l.enrollment_id, &l.rule_key, l.anchor, l.number)
+                == (wait.enrollment_id, &wait.rule_key, wait.anchor, wait.number)
+                && ["SENT", "CANCELLED_BY_PROGRESS"].contains(&l.outcome.as_str())
+                && Some(l.at) == wait.until
+        });
+        assert!(ended || wait.until > Some(until()), "a wait that never ended: {wait:?}");
     }
     for rule in rules {
         let due: Vec<&&Logged> = first.iter().filter(|((r, _), _)| *r == rule.key).map(|(_, l)| l).collect();
@@ -649,7 +673,22 @@ async fn nudges_are_logged_and_scheduled_as_the_scheduler_would_have(app: TestAp
         let attributes = &attributes[&record.subject_id];
         for (rule_key, first_due) in schedule_for(&flow.definition, attributes, &record.state) {
             let rule = flow.definition.nudges.rule(rule_key).expect("rule");
-            let stored = schedule.get(&(record.id, rule_key.to_string())).unwrap_or_else(|| panic!("{record:?}"));
+            let (stored, waiting) =
+                schedule.get(&(record.id, rule_key.to_string())).unwrap_or_else(|| panic!("{record:?}"));
+            if *waiting {
+                // Held back by the budget past `until`: the row keeps the occurrence that
+                // waits, as the log says, due when the wait ends.
+                let wait = log
+                    .iter()
+                    .rfind(|l| {
+                        l.enrollment_id == record.id && l.rule_key == rule_key && l.outcome == "SUPPRESSED_BY_CAP"
+                    })
+                    .unwrap_or_else(|| panic!("a waiting row with no wait logged: {stored:?}"));
+                assert_eq!(*stored, (record.subject_id, Some(wait.anchor), wait.number, wait.until));
+                assert!(wait.until > Some(until()));
+                pending += 1;
+                continue;
+            }
             let expected = match first_due {
                 None => (record.subject_id, None, 1, None),
                 Some(mut due) => loop {
@@ -677,11 +716,12 @@ async fn nudges_are_logged_and_scheduled_as_the_scheduler_would_have(app: TestAp
     assert_eq!(results.len(), rules.len());
     for r in results {
         let rule = r["ruleKey"].as_str().expect("rule key");
-        // Each enrollment once: held out of a rule is for good (the hash), so its entries
-        // are all HELD_OUT or none is.
-        let group = |outcome: &str| {
+        // Intention to treat: each enrollment the rule came due for, once, in the group its
+        // subject's hash puts it in, whatever the scheduler then did.
+        let percent = rules.iter().find(|x| x.key == rule).expect("rule").holdout_percent;
+        let group = |held_out: bool| {
             log.iter()
-                .filter(|l| l.rule_key == rule && l.outcome == outcome)
+                .filter(|l| l.rule_key == rule && in_holdout("new_user", rule, &l.subject, percent) == held_out)
                 .map(|l| l.enrollment_id)
                 .collect::<HashSet<_>>()
                 .len() as i64
@@ -701,9 +741,9 @@ async fn nudges_are_logged_and_scheduled_as_the_scheduler_would_have(app: TestAp
         assert_eq!(r["holdoutPercent"], 20);
         assert_eq!(
             (sent["enrollments"].as_i64(), held_out["enrollments"].as_i64()),
-            (Some(group("SENT")), Some(group("HELD_OUT")))
+            (Some(group(false)), Some(group(true)))
         );
-        assert!(group("SENT") > 0 && group("HELD_OUT") > 0);
+        assert!(group(false) > 0 && group(true) > 0);
         assert!(
             sent["completionRate"].as_f64().expect("rate") > held_out["completionRate"].as_f64().expect("rate"),
             "{r:#}"
@@ -749,7 +789,7 @@ async fn a_scheduler_started_afterwards_goes_on_from_the_log(app: TestApp) {
     let pending: Vec<String> = nudge_schedule(&app)
         .await
         .into_iter()
-        .filter_map(|((enrollment, rule), (_, anchor, number, due))| {
+        .filter_map(|((enrollment, rule), ((_, anchor, number, due), _))| {
             let (anchor, due) = (anchor?, due?);
             (due <= horizon).then(|| format!("{enrollment}:{rule}:{}:{number}", anchor.timestamp_micros()))
         })

@@ -5,11 +5,12 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::domain::stats::{self, Interval, Proportion, ZTest};
 
-/// One enrollment's first occurrence of a rule that was sent or held out.
+/// One enrollment whose occurrence of a rule came due.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Unit {
+    /// In the rule's holdout (by the hash), whatever the scheduler then did.
     pub held_out: bool,
-    /// When it was sent, or would have been.
+    /// When the scheduler first decided about it.
     pub at: DateTime<Utc>,
     /// When the enrollment completed, if it has.
     pub completed_at: Option<DateTime<Utc>>,
