@@ -30,6 +30,16 @@ impl Clock {
         }
     }
 
+    /// Sets an adjustable clock to `at` (earlier or later; it runs on from there, as
+    /// time passes); does nothing to the system clock. For benchmarks that replay a
+    /// moment of a population's life.
+    pub fn set(&self, at: DateTime<Utc>) {
+        if let Some(offset) = &self.offset {
+            let micros = (at - crate::service::now()).num_microseconds().unwrap_or(i64::MAX);
+            offset.store(micros, Ordering::SeqCst);
+        }
+    }
+
     /// Now, at the precision every backend stores (see `service::now`).
     pub fn now(&self) -> DateTime<Utc> {
         let now = crate::service::now();
@@ -51,6 +61,9 @@ mod tests {
         let before = copy.now();
         clock.advance(std::time::Duration::from_secs(3600));
         assert!(copy.now() - before >= chrono::Duration::hours(1));
+        let target = Utc::now() - chrono::Duration::days(30);
+        clock.set(target);
+        assert!((copy.now() - target).abs() < chrono::Duration::minutes(1), "set moves it back too");
         let system = Clock::system();
         system.advance(std::time::Duration::from_secs(3600));
         assert!(system.now() - Utc::now() < chrono::Duration::minutes(1));

@@ -11,6 +11,7 @@
 mod abuse;
 mod client;
 mod load;
+mod nudges;
 mod scenarios;
 mod server;
 mod webhooks;
@@ -31,6 +32,8 @@ pub enum Scenario {
     Abuse,
     /// Webhook deliveries to a receiver on loopback: live latency and backlog throughput.
     Webhooks,
+    /// The nudge scheduler at a million enrollments: an idle tick, and a backlog due at once.
+    Nudges,
     All,
 }
 
@@ -83,6 +86,12 @@ pub struct Args {
     /// Events per second in the webhooks scenario's live phase.
     #[arg(long, default_value_t = 1_000)]
     pub hook_rate: u64,
+    /// Enrollments (with nudge rules) the nudges scenario needs (topped up with demo-data).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub nudge_users: u64,
+    /// Nudges due at once in each of the nudges scenario's backlog phases.
+    #[arg(long, default_value_t = 100_000)]
+    pub nudge_due: u64,
     /// The abuse scenario's attacks (all when not given): aliases, nesting, oversized,
     /// flood, subscribe-flood. One at a time tells which one hurts.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -115,6 +124,8 @@ async fn main() -> anyhow::Result<()> {
         args.push_rate = args.push_rate.min(100);
         args.hook_users = args.hook_users.min(200);
         args.hook_rate = args.hook_rate.min(100);
+        args.nudge_users = args.nudge_users.min(2_000);
+        args.nudge_due = args.nudge_due.min(100);
     }
     raise_file_limit();
     scenarios::ensure_database(&args.database_url).await.context("preparing the bench database")?;
@@ -140,6 +151,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.wants(Scenario::Webhooks) {
         rows.extend(webhooks::webhooks(&args, &server).await.context("webhooks scenario")?);
+    }
+    if args.wants(Scenario::Nudges) {
+        rows.extend(nudges::nudges(&args, &server).await.context("nudges scenario")?);
     }
     if args.wants(Scenario::Analytics) {
         rows.extend(scenarios::analytics(&args, &server).await.context("analytics scenario")?);

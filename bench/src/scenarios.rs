@@ -112,7 +112,7 @@ pub(crate) async fn analyze(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn count(db: &DatabaseConnection, sql: &str) -> anyhow::Result<i64> {
+pub(crate) async fn count(db: &DatabaseConnection, sql: &str) -> anyhow::Result<i64> {
     let row = db
         .query_one_raw(sea_orm::Statement::from_string(db.get_database_backend(), sql.to_string()))
         .await?

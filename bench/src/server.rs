@@ -37,6 +37,8 @@ impl Server {
             // The webhooks scenario's receiver listens on loopback, over http.
             .env("ONRAMP_WEBHOOK_ALLOW_PRIVATE", "true")
             .env("ONRAMP_WEBHOOK_ALLOW_HTTP", "true")
+            // The nudges scenario runs the scheduler in process on a clock of its own.
+            .env("ONRAMP_NUDGE_NO_SCHEDULER", "true")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -242,8 +242,10 @@ fn render(world: &World, subjects: &[Generated], subject_ids: &[i64], enrollment
                 ],
             );
         }
+        let locale = crate::domain::text::subject_locale(&s.attributes);
         for logged in &s.nudge_log {
             let rule = &rules[logged.rule];
+            let texts = rule.texts(locale, s.definition.default_locale());
             // The scheduler's occurrence key (`service::nudges::log_entry`).
             let occurrence = format!(
                 "{enrollment_id}:{}:{}:{}{}",
@@ -265,8 +267,8 @@ fn render(world: &World, subjects: &[Generated], subject_ids: &[i64], enrollment
                     Field::Int(logged.number.into()),
                     text(logged.outcome),
                     text(rule.channel.name()),
-                    text(&rule.title),
-                    text(&rule.message),
+                    text(texts.title),
+                    text(texts.message),
                     time(logged.at),
                     Field::Time(logged.until),
                     Field::Time(None),

@@ -106,6 +106,11 @@ impl From<String> for LocalizedText {
     }
 }
 
+/// The locale a subject asked for once and for all: its `locale` attribute.
+pub fn subject_locale(attributes: &Value) -> Option<&str> {
+    attributes.get("locale").and_then(Value::as_str)
+}
+
 /// A locale tag in the shape of BCP 47: subtags of 1 to 8 letters or digits joined by
 /// `-`, the first 2 to 8 letters (`en`, `fr-CA`, `zh-Hant-TW`, `es-419`).
 pub fn is_valid_locale(tag: &str) -> bool {

@@ -266,7 +266,8 @@ fn parse(raw: &Value, limits: &Limits) -> Result<FlowDefinition, Vec<Problem>> {
     }
 }
 
-/// Every text of a flow with its JSON path, in document order.
+/// Every text of a flow with its JSON path, in document order: the flow's, the steps',
+/// the nudges'.
 pub fn flow_texts(flow: &FlowDefinition) -> Vec<(String, &LocalizedText)> {
     let mut texts = vec![("$.title".to_string(), &flow.title)];
     texts.extend(flow.description.as_ref().map(|d| ("$.description".to_string(), d)));
@@ -274,7 +275,25 @@ pub fn flow_texts(flow: &FlowDefinition) -> Vec<(String, &LocalizedText)> {
         texts.push((format!("$.steps[{i}].title"), &step.title));
         texts.extend(step.description.as_ref().map(|d| (format!("$.steps[{i}].description"), d)));
     }
+    for (i, rule) in flow.nudges.rules.iter().enumerate() {
+        texts.push((format!("$.nudges.rules[{i}].title"), &rule.title));
+        texts.push((format!("$.nudges.rules[{i}].message"), &rule.message));
+    }
     texts
+}
+
+/// A required text of another part of the definition (nudge rules): a non-blank string,
+/// or an object of locale tag to non-blank string, checked as the flow's own texts are.
+pub(super) fn localized_text(
+    obj: &Map<String, Value>,
+    at: &str,
+    field: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<LocalizedText> {
+    let mut collected = Problems(std::mem::take(problems));
+    let text = required_text(obj, at, field, &mut collected);
+    *problems = collected.0;
+    text
 }
 
 /// A flow written in several locales declares its default, every map has it, and every

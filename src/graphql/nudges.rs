@@ -203,12 +203,17 @@ impl NudgeQuery {
         #[graphql(desc = "Whose nudges (admin and service callers only); default: the caller.")] subject_id: Option<ID>,
         #[graphql(desc = "Also the nudges of this workspace (a user must be a member).")] workspace_id: Option<ID>,
         #[graphql(default = 20, desc = "How many, 1 to 50.")] first: i32,
+        #[graphql(
+            desc = "The language of the texts (BCP 47, such as `fr-CA`: the exact tag, then the language, then the flow's default); default: as sent, in the subject's `locale` attribute."
+        )]
+        locale: Option<String>,
     ) -> Result<Vec<Nudge>> {
         let party = party(ctx, subject_id.as_ref(), workspace_id.as_ref())?;
         if !(1..=MAX_PENDING).contains(&first) {
             return Err(AppError::invalid(format!("first is from 1 to {MAX_PENDING}")).into());
         }
-        let pending = onramp(ctx).pending_nudges(&party, first as u64).await?;
+        let locale = super::onboarding::checked_locale(locale)?;
+        let pending = onramp(ctx).pending_nudges(&party, first as u64, locale.as_deref()).await?;
         Ok(pending.iter().map(Nudge::from).collect())
     }
 
@@ -283,6 +288,7 @@ impl NudgeMutation {
 pub fn received(
     onramp: std::sync::Arc<crate::service::Onramp>,
     party: crate::service::Party,
+    locale: Option<String>,
 ) -> impl futures_util::Stream<Item = Result<Nudge>> + Send + 'static {
     use futures_util::StreamExt;
     let mut topics = vec![crate::service::nudge_topic(&party.subject)];
@@ -296,8 +302,8 @@ pub fn received(
             .map(|w| futures_util::stream::unfold(w, |mut w| async move { w.next().await.map(|s| (s, w)) }).boxed()),
     );
     let reads = futures_util::stream::once(async {}).chain(signals.map(|_| ())).then(move |()| {
-        let (onramp, party) = (onramp.clone(), party.clone());
-        async move { onramp.pending_nudges(&party, MAX_PENDING as u64).await }
+        let (onramp, party, locale) = (onramp.clone(), party.clone(), locale.clone());
+        async move { onramp.pending_nudges(&party, MAX_PENDING as u64, locale.as_deref()).await }
     });
     reads
         .scan(None::<i64>, |last, pending| {

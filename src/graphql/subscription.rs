@@ -69,9 +69,14 @@ impl Subscription {
         ctx: &Context<'_>,
         #[graphql(desc = "Whose nudges (admin and service callers only); default: the caller.")] subject_id: Option<ID>,
         #[graphql(desc = "Also the nudges of this workspace (a user must be a member).")] workspace_id: Option<ID>,
+        #[graphql(
+            desc = "The language of the texts (exact tag, then its language, then the flow's default locale); default: as sent, in the subject's `locale` attribute."
+        )]
+        locale: Option<String>,
     ) -> Result<impl Stream<Item = Result<super::nudges::Nudge>> + use<>> {
         let party = party(ctx, subject_id.as_ref(), workspace_id.as_ref())?;
-        Ok(super::nudges::received(onramp(ctx).clone(), party))
+        let locale = super::onboarding::checked_locale(locale)?;
+        Ok(super::nudges::received(onramp(ctx).clone(), party, locale))
     }
 }
 

@@ -221,7 +221,7 @@ impl From<&Snapshot> for OnboardingStatus {
 
 /// The locale a read asked for: the argument, else the owner's `locale` attribute.
 pub fn requested_locale<'a>(argument: Option<&'a str>, attributes: &'a serde_json::Value) -> Option<&'a str> {
-    argument.or_else(|| attributes.get("locale").and_then(serde_json::Value::as_str))
+    argument.or_else(|| domain::text::subject_locale(attributes))
 }
 
 /// The locale of a flow's texts for a request (see `OnboardingStatus.locale`).

@@ -77,10 +77,18 @@ fn push_row(values: &mut Vec<Value>, row: &ScheduleRow) {
     values.push(row.waiting.into());
 }
 
-/// Anything due by `now`: one probe of the due index, what an idle tick costs.
+/// Anything due by `now`: one probe of the due index, what an idle tick costs. The
+/// earliest due time is read and compared here, not `due_at <= $1 LIMIT 1` in SQL: for
+/// that, PostgreSQL's generic plan of the prepared statement (used after five runs) guesses
+/// a third of the table matches and scans it whole, finding nothing (176 ms at a million
+/// rows, found by the bench); MIN over the partial index is one index probe whatever `now`.
 pub async fn any_due(db: &impl ConnectionTrait, now: DateTime<Utc>) -> Result<bool, DbErr> {
-    let sql = "SELECT 1 FROM nudge_schedule WHERE due_at IS NOT NULL AND due_at <= $1 LIMIT 1";
-    Ok(db.query_one_raw(statement(db, sql, vec![now.into()])).await?.is_some())
+    let sql = "SELECT MIN(due_at) AS earliest FROM nudge_schedule WHERE due_at IS NOT NULL";
+    let earliest: Option<DateTime<Utc>> = match db.query_one_raw(statement(db, sql, vec![])).await? {
+        Some(row) => row.try_get_by("earliest")?,
+        None => None,
+    };
+    Ok(earliest.is_some_and(|at| at <= now))
 }
 
 fn schedule_row(row: &QueryResult) -> Result<ScheduleRow, DbErr> {

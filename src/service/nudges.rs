@@ -14,6 +14,7 @@ use crate::domain::limits::shorten;
 use crate::domain::nudges::{
     self, Candidate, Decision, Due, NudgeRule, RuleResult, Unit, catch_up, following, holds, next_due, rule_result,
 };
+use crate::domain::text;
 use crate::error::{AppError, AppResult};
 use crate::nudges::NudgeSettings;
 use crate::persistence::begin_write;
@@ -272,8 +273,10 @@ impl Onramp {
     }
 
     /// The party's in-app nudges that are sent, not dismissed, and still hold (progress
-    /// since, or a finished flow, withdraws them): newest first, at most `limit`.
-    pub async fn pending_nudges(&self, party: &Party, limit: u64) -> AppResult<Vec<LogEntry>> {
+    /// since, or a finished flow, withdraws them): newest first, at most `limit`. Their
+    /// texts are in `locale` when one is asked for (a device's language), else as sent
+    /// (in the subject's `locale` attribute, else the flow's default).
+    pub async fn pending_nudges(&self, party: &Party, limit: u64, locale: Option<&str>) -> AppResult<Vec<LogEntry>> {
         let subjects = self.party_subjects(party).await?;
         let ids: Vec<i64> = subjects.iter().map(|s| s.id).collect();
         // Read a little more than asked: some may no longer hold.
@@ -286,13 +289,20 @@ impl Onramp {
         let subjects: HashMap<i64, &SubjectRecord> = subjects.iter().map(|s| (s.id, s)).collect();
         let pending = entries
             .into_iter()
-            .filter(|e| {
-                let Some(record) = records.get(&e.enrollment_id) else { return false };
-                let Some(flow) = flows.get(&record.flow_id) else { return false };
-                let Some(rule) = flow.definition.nudges.rule(&e.rule_key) else { return false };
-                let Some(subject) = subjects.get(&e.subject_id) else { return false };
+            .filter_map(|mut e| {
+                let record = records.get(&e.enrollment_id)?;
+                let flow = flows.get(&record.flow_id)?;
+                let rule = flow.definition.nudges.rule(&e.rule_key)?;
+                let subject = subjects.get(&e.subject_id)?;
                 let due = Due { anchor: e.anchor_at, number: e.number.max(1) as u32, at: e.at };
-                holds(rule, &flow.definition, &subject.attributes, &record.state, &due)
+                if !holds(rule, &flow.definition, &subject.attributes, &record.state, &due) {
+                    return None;
+                }
+                if locale.is_some() {
+                    let texts = rule.texts(locale, flow.definition.default_locale());
+                    (e.title, e.message) = (texts.title.to_string(), texts.message.to_string());
+                }
+                Some(e)
             })
             .take(limit as usize)
             .collect();
@@ -378,6 +388,8 @@ fn log_entry(
     outcome: &str,
     now: DateTime<Utc>,
 ) -> LogEntry {
+    // The texts as the subject reads them, kept as sent.
+    let texts = rule.texts(text::subject_locale(&subject.attributes), flow.definition.default_locale());
     LogEntry {
         id: 0,
         occurrence: format!("{}:{}:{}:{}", row.enrollment_id, rule.key, due.anchor.timestamp_micros(), due.number),
@@ -390,8 +402,8 @@ fn log_entry(
         number: due.number as i32,
         outcome: outcome.to_string(),
         channel: rule.channel.name().to_string(),
-        title: rule.title.clone(),
-        message: rule.message.clone(),
+        title: texts.title.to_string(),
+        message: texts.message.to_string(),
         at: now,
         until: None,
         dismissed_at: None,
@@ -400,6 +412,8 @@ fn log_entry(
 
 /// The outbox row that becomes a `nudge.due` webhook.
 fn nudge_outbox_entry(item: &Item<'_>, log_id: i64) -> OutboxEntry {
+    let locale = text::subject_locale(&item.subject.attributes);
+    let texts = item.rule.texts(locale, item.flow.definition.default_locale());
     let step = match &item.rule.trigger {
         nudges::NudgeTrigger::Stuck { step, .. } => Some(step.clone()),
         _ => None,
@@ -416,8 +430,9 @@ fn nudge_outbox_entry(item: &Item<'_>, log_id: i64) -> OutboxEntry {
                 "key": item.rule.key,
                 "trigger": item.rule.trigger.kind(),
                 "occurrence": item.due.number,
-                "title": item.rule.title,
-                "message": item.rule.message,
+                "title": texts.title,
+                "message": texts.message,
+                "locale": texts.locale,
                 "channel": item.rule.channel.name(),
             },
             "revision": item.enrollment.state.revision,

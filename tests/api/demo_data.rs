@@ -613,7 +613,7 @@ async fn nudges_are_logged_and_scheduled_as_the_scheduler_would_have(app: TestAp
         assert_eq!(l.until.is_some(), l.outcome == "SUPPRESSED_BY_CAP", "{l:?}");
         assert_eq!(
             (l.channel.as_str(), l.title.as_str(), l.message.as_str(), l.flow_version),
-            (rule.channel.name(), rule.title.as_str(), rule.message.as_str(), 1)
+            (rule.channel.name(), rule.title.resolve(None, "en"), rule.message.resolve(None, "en"), 1)
         );
         assert!(l.anchor < l.at && l.at <= until(), "{l:?}");
         let held_out = in_holdout("new_user", &rule.key, &l.subject, rule.holdout_percent);

@@ -509,6 +509,40 @@ fn translations_csv_round_trip() {
     assert!(format!("{err:#}").contains("row 2"), "{err:#}");
 }
 
+#[test]
+fn translations_csv_carries_nudge_texts() {
+    let dir = TempDir::new();
+    let flow = json!({
+        "key": "nudged",
+        "title": "Welcome",
+        "steps": [{"key": "profile", "title": "Profile"}],
+        "nudges": {"rules": [{"key": "start", "trigger": {"kind": "not_started", "after": "1d"},
+            "title": "Get started", "message": "Two minutes"}]}
+    });
+    dir.write("nudged.json", &flow);
+    let csv = translations::export(dir.path(), &["de".to_string()]).unwrap();
+    assert_eq!(
+        csv,
+        "flow,text,en,de\nnudged,title,Welcome,\nnudged,steps.profile.title,Profile,\n\
+         nudged,nudges.start.title,Get started,\nnudged,nudges.start.message,Two minutes,\n"
+    );
+    let translated = csv
+        .replace("Welcome,", "Welcome,Willkommen")
+        .replace("Profile,", "Profile,Profil")
+        .replace("Get started,", "Get started,Los geht's")
+        .replace("Two minutes,", "Two minutes,Zwei Minuten");
+    let csv_path = dir.path().join("texts.csv");
+    std::fs::write(&csv_path, &translated).unwrap();
+    let imported = translations::import(dir.path(), &csv_path).unwrap();
+    assert_eq!(imported.texts, 4);
+    let written: Value = serde_json::from_str(&dir.read("nudged.json")).unwrap();
+    assert_eq!(written["nudges"]["rules"][0]["title"], json!({"en": "Get started", "de": "Los geht's"}));
+    assert_eq!(written["nudges"]["rules"][0]["message"], json!({"en": "Two minutes", "de": "Zwei Minuten"}));
+    assert_eq!(written["defaultLocale"], "en");
+    assert!(flows::check(dir.path()).unwrap().ok());
+    assert_eq!(translations::export(dir.path(), &[]).unwrap(), translated, "the round trip is exact");
+}
+
 /// The built binary, as CI runs it: exit codes 1 (check found problems), 2 (plan found
 /// changes pending) and 0, with the server and token from the environment.
 async fn the_binary_exits_with_what_ci_reads(app: TestApp) {

@@ -59,6 +59,7 @@ both_nudges!(settings =>
     results_compare_sent_with_held_out,
 );
 both_nudges!(default_caps => the_budget_goes_to_the_higher_priority_flow);
+both_nudges!(settings => nudge_texts_are_in_the_subjects_language);
 both_nudges!(quiet_evenings => quiet_hours_hold_nudges_in_the_subjects_zone);
 
 const HOUR: u64 = 3600;
@@ -595,4 +596,72 @@ async fn bad_rules_are_refused_with_paths_and_stored_rules_read_back(app: TestAp
     );
     let again = app.ok(&admin, publish, json!({"d": stored})).await["publishFlow"]["definition"].clone();
     assert_eq!(again["nudges"], stored["nudges"]);
+}
+
+/// A flow in English and French, its nudge included.
+fn bilingual(message_fr: Option<&str>, title_fr: &str) -> Value {
+    let mut message = json!({"en": "Come back", "fr": "Revenez"});
+    match message_fr {
+        Some(m) => message["fr"] = json!(m),
+        None => {
+            message.as_object_mut().unwrap().remove("fr");
+        }
+    }
+    json!({
+        "key": "welcome",
+        "title": {"en": "Welcome", "fr": "Bienvenue"},
+        "defaultLocale": "en",
+        "steps": [{"key": "profile", "title": {"en": "Profile", "fr": "Profil"}}],
+        "nudges": {"rules": [{"key": "start", "trigger": {"kind": "not_started", "after": "1h"},
+            "title": {"en": "Get started", "fr": title_fr}, "message": message, "channel": "both"}]}
+    })
+}
+
+async fn nudge_texts_are_in_the_subjects_language(app: TestApp) {
+    let admin = app.admin();
+    let publish = "mutation($d: JSON!) { publishFlow(definition: $d) { version } }";
+    // A half-translated nudge is refused where it is written, like any other text.
+    let problems = |error: Value| -> Vec<(String, String)> {
+        error["extensions"]["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["path"].as_str().unwrap().to_string(), p["code"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    let error = app.error(Some(&admin), publish, json!({"d": bilingual(None, "Commencez")})).await;
+    assert_eq!(problems(error), vec![("$.nudges.rules[0].message".into(), "MISSING_TRANSLATION".into())]);
+    let error = app.error(Some(&admin), publish, json!({"d": bilingual(Some("Revenez"), &"x".repeat(201))})).await;
+    assert_eq!(problems(error), vec![("$.nudges.rules[0].title.fr".into(), "NUDGE_TEXT_TOO_LONG".into())]);
+    app.publish(bilingual(Some("Revenez"), "Commencez")).await;
+
+    // Alice reads French (fr-CA falls back to fr), bob the default.
+    app.set_attributes("alice", json!({"locale": "fr-CA"})).await;
+    app.start_as("alice", "welcome").await;
+    app.start_as("bob", "welcome").await;
+    advance(&app, 2);
+    settle(&app).await;
+    assert_eq!(pending(&app, "alice").await[0]["title"], "Commencez");
+    assert_eq!(pending(&app, "alice").await[0]["message"], "Revenez");
+    assert_eq!(pending(&app, "bob").await[0]["title"], "Get started");
+    // A device may ask for another language than the subject's.
+    let in_english = "query { nudges(locale: \"en-GB\") { title message } }";
+    let read = app.ok(&app.user("alice"), in_english, json!({})).await;
+    assert_eq!(read["nudges"][0], json!({"title": "Get started", "message": "Come back"}));
+    assert_eq!(
+        app.code(Some(&app.user("alice")), "query { nudges(locale: \"x\") { title } }", json!({})).await,
+        "VALIDATION_FAILED"
+    );
+    // The webhook carries the texts as sent, and their locale.
+    let payloads = app.rows("SELECT CAST(payload AS TEXT) FROM outbox WHERE kind = 'nudge_due' ORDER BY id").await;
+    let payloads: Vec<Value> = payloads.iter().map(|p| serde_json::from_str(p).unwrap()).collect();
+    let mut texts: Vec<(String, String)> = payloads
+        .iter()
+        .map(|p| (p["nudge"]["title"].as_str().unwrap().into(), p["nudge"]["locale"].as_str().unwrap().into()))
+        .collect();
+    texts.sort();
+    assert_eq!(texts, vec![("Commencez".into(), "fr".into()), ("Get started".into(), "en".into())]);
+    // And the log keeps what each subject was sent.
+    let titles = app.rows("SELECT title FROM nudge_log ORDER BY title").await;
+    assert_eq!(titles, vec!["Commencez".to_string(), "Get started".to_string()]);
 }

@@ -18,13 +18,21 @@ pub const MAX_CSV_BYTES: u64 = 16 * 1024 * 1024;
 /// Where a text is, as the CSV names it: `title`, `description`, `steps.<key>.title`,
 /// `steps.<key>.description`.
 fn text_name(json_path: &str, flow: &crate::domain::FlowDefinition) -> String {
-    // `$.steps[3].title` -> `steps.<key of step 3>.title`
-    let Some(rest) = json_path.strip_prefix("$.steps[") else {
-        return json_path.trim_start_matches("$.").to_string();
-    };
-    let (index, field) = rest.split_once("].").unwrap_or((rest, ""));
-    let key = index.parse::<usize>().ok().and_then(|i| flow.steps.get(i)).map_or("?", |s| s.key.as_str());
-    format!("steps.{key}.{field}")
+    // `$.steps[3].title` -> `steps.<key of step 3>.title`, and
+    // `$.nudges.rules[1].message` -> `nudges.<key of rule 1>.message`: keys, not positions,
+    // so a translation stays with its text when steps or rules are reordered.
+    if let Some(rest) = json_path.strip_prefix("$.steps[") {
+        let (index, field) = rest.split_once("].").unwrap_or((rest, ""));
+        let key = index.parse::<usize>().ok().and_then(|i| flow.steps.get(i)).map_or("?", |s| s.key.as_str());
+        return format!("steps.{key}.{field}");
+    }
+    if let Some(rest) = json_path.strip_prefix("$.nudges.rules[") {
+        let (index, field) = rest.split_once("].").unwrap_or((rest, ""));
+        let rules = &flow.nudges.rules;
+        let key = index.parse::<usize>().ok().and_then(|i| rules.get(i)).map_or("?", |r| r.key.as_str());
+        return format!("nudges.{key}.{field}");
+    }
+    json_path.trim_start_matches("$.").to_string()
 }
 
 /// The CSV of every text in the directory: a column per locale any flow uses, plus
@@ -169,12 +177,14 @@ fn parse_text(value: &Value) -> Option<LocalizedText> {
 
 fn flow_uses_maps(obj: &serde_json::Map<String, Value>) -> bool {
     let is_map = |v: Option<&Value>| v.is_some_and(Value::is_object);
+    let rules = obj.get("nudges").and_then(|n| n.get("rules")).and_then(Value::as_array);
     is_map(obj.get("title"))
         || is_map(obj.get("description"))
         || obj
             .get("steps")
             .and_then(Value::as_array)
             .is_some_and(|steps| steps.iter().any(|s| is_map(s.get("title")) || is_map(s.get("description"))))
+        || rules.is_some_and(|rules| rules.iter().any(|r| is_map(r.get("title")) || is_map(r.get("message"))))
 }
 
 /// The object holding a text named as in the CSV, in the file as written, and the
@@ -185,15 +195,16 @@ fn locate<'a, 'n>(
     name: &'n str,
 ) -> Option<(&'a mut serde_json::Map<String, Value>, &'n str)> {
     let (container, field) = match name.split('.').collect::<Vec<_>>().as_slice() {
-        [field] => (raw, *field),
-        ["steps", key, field] => {
+        [field @ ("title" | "description")] => (raw, *field),
+        ["steps", key, field @ ("title" | "description")] => {
             let index = flow.steps.iter().position(|s| s.key == *key)?;
             (raw.get_mut("steps")?.get_mut(index)?, *field)
         }
+        ["nudges", key, field @ ("title" | "message")] => {
+            let index = flow.nudges.rules.iter().position(|r| r.key == *key)?;
+            (raw.get_mut("nudges")?.get_mut("rules")?.get_mut(index)?, *field)
+        }
         _ => return None,
     };
-    if field != "title" && field != "description" {
-        return None;
-    }
     Some((container.as_object_mut()?, field))
 }

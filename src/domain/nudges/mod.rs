@@ -12,6 +12,7 @@ use chrono::Duration;
 use serde_json::{Map, Value, json};
 
 use super::condition::Condition;
+use super::text::LocalizedText;
 
 pub use fatigue::{Candidate, Caps, Decision, QuietHours, decide, in_holdout, quiet_until, time_zone};
 pub use parse::{codes, parse_duration, parse_plan};
@@ -46,8 +47,10 @@ pub struct NudgeRule {
     pub trigger: NudgeTrigger,
     /// Over subject attributes and the flow's answers; absent: always.
     pub condition: Option<Condition>,
-    pub title: String,
-    pub message: String,
+    /// Shown in the app and carried in the webhook, in the subject's locale when the
+    /// flow is translated (see `domain::text`).
+    pub title: LocalizedText,
+    pub message: LocalizedText,
     pub channel: Channel,
     /// Subjects held out of this rule (0 to 100), by the experiments' hash: logged as
     /// "would have been nudged", never nudged.
@@ -140,7 +143,28 @@ impl NudgePlan {
     }
 }
 
+/// A rule's texts as one subject reads them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Texts<'a> {
+    pub title: &'a str,
+    pub message: &'a str,
+    /// The locale they are in.
+    pub locale: &'a str,
+}
+
 impl NudgeRule {
+    /// Title and message for `locale`: the exact tag, then its language, then the flow's
+    /// default (validation makes a translated flow's locales complete, so both texts are
+    /// in the same one).
+    pub fn texts<'a>(&'a self, locale: Option<&str>, default_locale: &'a str) -> Texts<'a> {
+        let available: Vec<&str> = self.title.locales().collect();
+        Texts {
+            title: self.title.resolve(locale, default_locale),
+            message: self.message.resolve(locale, default_locale),
+            locale: super::text::choose_locale(&available, locale, default_locale),
+        }
+    }
+
     fn to_json(&self) -> Value {
         let mut trigger = Map::new();
         trigger.insert("kind".into(), json!(self.trigger.kind()));
@@ -164,8 +188,8 @@ impl NudgeRule {
         if let Some(c) = &self.condition {
             m.insert("condition".into(), c.to_json());
         }
-        m.insert("title".into(), json!(self.title));
-        m.insert("message".into(), json!(self.message));
+        m.insert("title".into(), self.title.to_json());
+        m.insert("message".into(), self.message.to_json());
         m.insert("channel".into(), json!(self.channel.name()));
         m.insert("holdoutPercent".into(), json!(self.holdout_percent));
         Value::Object(m)

@@ -11,6 +11,7 @@ use super::{
     MIN_DURATION_SECONDS, NudgePlan, NudgeRule, NudgeTrigger,
 };
 use crate::domain::limits::{Limits, shorten};
+use crate::domain::text::LocalizedText;
 use crate::domain::validation::{Problem, codes as flow_codes, is_valid_key, nudge_condition};
 
 /// The problem codes of nudge rules, beside the flow's own (`validation::codes`).
@@ -397,31 +398,28 @@ fn duration_inner(
     }
 }
 
-fn text(obj: &Map<String, Value>, at: &str, field: &str, max: usize, problems: &mut Vec<Problem>) -> Option<String> {
-    match obj.get(field) {
-        Some(Value::String(s)) if s.trim().is_empty() => {
-            add(problems, format!("{at}.{field}"), flow_codes::MISSING_FIELD, format!("`{field}` cannot be blank"));
-            None
-        }
-        Some(Value::String(s)) if s.chars().count() > max => {
-            add(
-                problems,
-                format!("{at}.{field}"),
-                NUDGE_TEXT_TOO_LONG,
-                format!("`{field}` has at most {max} characters"),
-            );
-            None
-        }
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => {
-            add(problems, format!("{at}.{field}"), flow_codes::WRONG_TYPE, format!("`{field}` is a string"));
-            None
-        }
-        None => {
-            add(problems, format!("{at}.{field}"), flow_codes::MISSING_FIELD, format!("`{field}` is required"));
-            None
-        }
+/// A title or message: a string, or a map of locale to string (as the flow's own texts),
+/// each translation within `max` characters.
+fn text(
+    obj: &Map<String, Value>,
+    at: &str,
+    field: &str,
+    max: usize,
+    problems: &mut Vec<Problem>,
+) -> Option<LocalizedText> {
+    let text = crate::domain::validation::localized_text(obj, at, field, problems)?;
+    let too_long: Vec<String> = match &text {
+        LocalizedText::Plain(s) => (s.chars().count() > max).then(|| format!("{at}.{field}")).into_iter().collect(),
+        LocalizedText::Localized(texts) => texts
+            .iter()
+            .filter(|(_, s)| s.chars().count() > max)
+            .map(|(tag, _)| format!("{at}.{field}.{}", shorten(tag)))
+            .collect(),
+    };
+    for path in &too_long {
+        add(problems, path, NUDGE_TEXT_TOO_LONG, format!("`{field}` has at most {max} characters"));
     }
+    too_long.is_empty().then_some(text)
 }
 
 fn unknown_fields(obj: &Map<String, Value>, at: &str, known: &[&str], problems: &mut Vec<Problem>) {
