@@ -202,6 +202,9 @@ pub struct NudgeArgs {
     /// Due nudges claimed and decided per transaction (1 to 5,000).
     #[arg(long, env = "ONRAMP_NUDGE_BATCH", default_value_t = 500)]
     pub nudge_batch: u64,
+    /// Ticks run at once on PostgreSQL (1 to 16; SQLite runs one).
+    #[arg(long, env = "ONRAMP_NUDGE_WORKERS", default_value_t = 2)]
+    pub nudge_workers: usize,
 }
 
 impl NudgeArgs {
@@ -216,6 +219,7 @@ impl NudgeArgs {
             quiet_hours,
             poll_interval: std::time::Duration::from_millis(self.nudge_poll_ms.max(10)),
             batch: self.nudge_batch.clamp(1, 5_000),
+            workers: self.nudge_workers.clamp(1, 16),
             ..crate::nudges::NudgeSettings::default()
         })
     }

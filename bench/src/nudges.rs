@@ -14,6 +14,10 @@
 //!   timed from the first tick to the last, with one scheduler, then (on the next as many)
 //!   with two racing as two instances would. Target: at least 5,000/s.
 //!
+//! Every run measures the same work: the schedule as demo-data left it is kept aside once
+//! (`bench_nudge_baseline`), and each run starts from it, without the log and outbox rows
+//! earlier runs added (the scheduler writes nothing else: enrollments are only read).
+//!
 //! Quiet hours are off, so every nudge meets the whole send path (log, outbox row, in-app
 //! announcement) rather than a cheaper wait; the fatigue budget is the default one.
 
@@ -57,8 +61,43 @@ fn definition() -> Value {
     d
 }
 
-/// At least `args.nudge_users` enrollments in the bench flow, topped up with demo-data.
-async fn population(args: &Args, db: &DatabaseConnection) -> anyhow::Result<i64> {
+async fn run_sql(db: &DatabaseConnection, sql: &str) -> anyhow::Result<()> {
+    db.execute_unprepared(sql).await.with_context(|| sql.to_string())?;
+    Ok(())
+}
+
+/// Keeps the schedule aside as it is now (and where the log and outbox end), when `fresh`
+/// or when nothing is kept yet; else puts back what was kept.
+async fn baseline(args: &Args, db: &DatabaseConnection, fresh: bool) -> anyhow::Result<()> {
+    let kept = count(db, "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'bench_nudge_baseline'").await? > 0;
+    if fresh || !kept {
+        run_sql(db, "DROP TABLE IF EXISTS bench_nudge_baseline").await?;
+        run_sql(db, "CREATE TABLE bench_nudge_baseline AS SELECT * FROM nudge_schedule").await?;
+        run_sql(db, "DROP TABLE IF EXISTS bench_nudge_marks").await?;
+        run_sql(
+            db,
+            "CREATE TABLE bench_nudge_marks AS SELECT (SELECT COALESCE(MAX(id), 0) FROM nudge_log) AS log_id, \
+             (SELECT COALESCE(MAX(id), 0) FROM outbox) AS outbox_id",
+        )
+        .await?;
+    } else {
+        eprintln!("bench: nudges: putting the schedule back as demo-data left it");
+        run_sql(db, "DELETE FROM nudge_log WHERE id > (SELECT log_id FROM bench_nudge_marks)").await?;
+        run_sql(
+            db,
+            "DELETE FROM outbox o WHERE o.kind = 'nudge_due' AND o.id > (SELECT outbox_id FROM bench_nudge_marks) \
+             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.outbox_id = o.id)",
+        )
+        .await?;
+        run_sql(db, "TRUNCATE nudge_schedule").await?;
+        run_sql(db, "INSERT INTO nudge_schedule SELECT * FROM bench_nudge_baseline").await?;
+    }
+    analyze(args).await
+}
+
+/// At least `args.nudge_users` enrollments in the bench flow, topped up with demo-data;
+/// whether it had to be.
+async fn population(args: &Args, db: &DatabaseConnection) -> anyhow::Result<(i64, bool)> {
     let engine = Onramp::new(db.clone());
     let flows = onramp::persistence::flows::FlowStore::default();
     if flows.latest_active(db, FLOW).await?.is_none() {
@@ -78,9 +117,8 @@ async fn population(args: &Args, db: &DatabaseConnection) -> anyhow::Result<i64>
             }
         })
         .await?;
-        analyze(args).await?;
     }
-    Ok(count(db, &sql).await?)
+    Ok((count(db, &sql).await?, have < args.nudge_users))
 }
 
 async fn time_at(db: &DatabaseConnection, sql: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
@@ -135,7 +173,8 @@ async fn outcomes(db: &DatabaseConnection, since: DateTime<Utc>) -> anyhow::Resu
 
 pub async fn nudges(args: &Args, server: &Server) -> anyhow::Result<Vec<Row>> {
     let db = onramp::persistence::connect(&args.database_url, 4).await?;
-    let enrollments = population(args, &db).await?;
+    let (enrollments, topped_up) = population(args, &db).await?;
+    baseline(args, &db, topped_up).await?;
     let scheduled = count(&db, "SELECT COUNT(*) FROM nudge_schedule WHERE due_at IS NOT NULL").await?;
     let Some(earliest) = time_at(&db, "SELECT MIN(due_at) FROM nudge_schedule WHERE due_at IS NOT NULL").await? else {
         bail!("nothing is scheduled: the {FLOW} population has no pending nudges");
