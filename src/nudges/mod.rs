@@ -22,7 +22,7 @@ pub struct NudgeSettings {
     pub batch: u64,
     /// Ticks this instance runs at once on PostgreSQL (claims skip each other's rows, as
     /// two instances' do): one tick waits on the database half the time, so two keep both
-    /// busy (1,842 nudges/s with one, 3,629/s with two in BENCHMARKS.md). SQLite has one
+    /// busy (1,938 nudges/s with one, 3,706/s with two in BENCHMARKS.md). SQLite has one
     /// writer, so one there.
     pub workers: usize,
     /// How often the scheduler looks for due nudges. An idle look is one indexed query.
