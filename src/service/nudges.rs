@@ -86,7 +86,7 @@ impl Onramp {
     /// budget), logs every outcome, and sends (outbox row for webhooks, announcement for
     /// in-app) what is sent, in one transaction. Nothing due: one indexed read. A batch
     /// costs a fixed number of statements, whatever its size: reads by id lists, one
-    /// multi-row insert into the log, one multi-row upsert of the schedule.
+    /// multi-row insert into the log, one multi-row update of the schedule.
     pub async fn nudge_tick(&self) -> AppResult<TickReport> {
         let now = self.now();
         if !store::any_due(&self.db, now).await? {
