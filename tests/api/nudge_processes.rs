@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use sea_orm::ConnectionTrait;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::common::TestApp;
-use crate::common::process::{Process, start_onramp};
+use crate::common::process::{Process, graphql, start_onramp};
 
 const NUDGES: usize = 10_000;
 
@@ -34,22 +34,6 @@ async fn start_server(app: &TestApp) -> (Process, String) {
     )
     .await;
     (process, format!("http://{addr}"))
-}
-
-async fn gql(app: &TestApp, url: &str, token: &str, query: &str, variables: Value) -> Value {
-    let response: Value = app
-        .client
-        .post(format!("{url}/graphql"))
-        .bearer_auth(token)
-        .json(&json!({ "query": query, "variables": variables }))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
-    assert!(response.get("errors").is_none(), "{response:#}");
-    response["data"].clone()
 }
 
 /// Nudges this process's scheduler sent, from its /metrics.
@@ -91,8 +75,8 @@ async fn two_processes_send_each_of_10_000_nudges_once_through_a_kill() {
         "nudges": {"rules": [{"key": "start", "trigger": {"kind": "not_started", "after": "1h"},
             "title": "Finish your profile", "message": "It takes a minute.", "channel": "both"}]}
     });
-    gql(
-        &app,
+    graphql(
+        &app.client,
         &url,
         &app.admin(),
         "mutation($d: JSON!) { publishFlow(definition: $d) { version } }",
@@ -105,7 +89,7 @@ async fn two_processes_send_each_of_10_000_nudges_once_through_a_kill() {
         .for_each_concurrent(32, |s| {
             let (app, url) = (&app, &url);
             async move {
-                gql(app, url, &app.user(s), start, json!({})).await;
+                graphql(&app.client, url, &app.user(s), start, json!({})).await;
             }
         })
         .await;

@@ -12,7 +12,7 @@ use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
 use crate::common::TestApp;
-use crate::common::process::{Process, start_onramp};
+use crate::common::process::{Process, graphql, start_onramp};
 use crate::common::receiver::{Received, Receiver};
 
 /// A server process of the built binary on `database_url`, with its webhook dispatcher:
@@ -48,19 +48,7 @@ impl Server {
     }
 
     async fn admin(&self, app: &TestApp, query: &str, variables: Value) -> Value {
-        let response: Value = app
-            .client
-            .post(format!("{}/graphql", self.url))
-            .bearer_auth(app.admin())
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await
-            .expect("request")
-            .json()
-            .await
-            .expect("json");
-        assert!(response.get("errors").is_none(), "{response:#}");
-        response["data"].clone()
+        graphql(&app.client, &self.url, &app.admin(), query, variables).await
     }
 }
 

@@ -135,3 +135,26 @@ pub async fn start_onramp(name: &str, database_url: &str, env: &[(&str, &str)]) 
         }
     }
 }
+
+/// A GraphQL operation posted to a server process at `base_url` (`http://host:port`) with
+/// `token`: its data, failing the test on any error.
+pub async fn graphql(
+    client: &reqwest::Client,
+    base_url: &str,
+    token: &str,
+    query: &str,
+    variables: serde_json::Value,
+) -> serde_json::Value {
+    let response: serde_json::Value = client
+        .post(format!("{base_url}/graphql"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert!(response.get("errors").is_none(), "{response:#}");
+    response["data"].clone()
+}
