@@ -203,7 +203,7 @@ pub struct NudgeArgs {
     #[arg(long, env = "ONRAMP_NUDGE_BATCH", default_value_t = 500)]
     pub nudge_batch: u64,
     /// Ticks run at once on PostgreSQL (1 to 16; SQLite runs one).
-    #[arg(long, env = "ONRAMP_NUDGE_WORKERS", default_value_t = 2)]
+    #[arg(long, env = "ONRAMP_NUDGE_WORKERS", default_value_t = crate::nudges::DEFAULT_WORKERS)]
     pub nudge_workers: usize,
 }
 

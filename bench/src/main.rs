@@ -92,6 +92,10 @@ pub struct Args {
     /// Nudges due at once in each of the nudges scenario's backlog phases.
     #[arg(long, default_value_t = 100_000)]
     pub nudge_due: u64,
+    /// Scheduler loops racing in each backlog phase, one phase per number (each on the
+    /// next `--nudge-due` rows): one, then what `ONRAMP_NUDGE_WORKERS` does by default.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, onramp::nudges::DEFAULT_WORKERS])]
+    pub nudge_schedulers: Vec<usize>,
     /// The abuse scenario's attacks (all when not given): aliases, nesting, oversized,
     /// flood, subscribe-flood. One at a time tells which one hurts.
     #[arg(long, value_enum, value_delimiter = ',')]

@@ -14,6 +14,7 @@ mod m20261203_000008_webhooks;
 mod m20261203_000009_webhook_attempt_rounds;
 mod m20261203_000010_nudges;
 mod m20261203_000011_nudge_waiting;
+mod m20261203_000012_nudge_log_unreferenced;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000009_webhook_attempt_rounds::Migration),
             Box::new(m20261203_000010_nudges::Migration),
             Box::new(m20261203_000011_nudge_waiting::Migration),
+            Box::new(m20261203_000012_nudge_log_unreferenced::Migration),
         ]
     }
 }

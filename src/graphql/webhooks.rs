@@ -268,7 +268,7 @@ impl WebhookMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "Where to POST deliveries: https in production (see README: Webhooks, Safety).")] url: String,
         #[graphql(desc = "`*` for every event type, or some of step.completed, step.skipped, \
-                          onboarding.completed, onboarding.skipped.")]
+                          onboarding.completed, onboarding.skipped, nudge.due.")]
         event_types: Vec<String>,
         #[graphql(desc = "A note for people, e.g. what receives these events.")] description: Option<String>,
     ) -> Result<WebhookEndpointSecret> {

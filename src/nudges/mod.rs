@@ -11,6 +11,12 @@ use crate::clock::Clock;
 use crate::domain::nudges::{Caps, QuietHours};
 use crate::service::Onramp;
 
+/// Ticks at once per PostgreSQL instance by default. On the bench's 2 vCPU with a million
+/// enrollments, 50,000 due nudges went at 2,841/s with one, 5,376/s with two, 7,576/s with
+/// three and 8,065/s with four (BENCHMARKS.md): four is past the knee and holds four of
+/// the pool's connections (16 by default) only while a backlog drains.
+pub const DEFAULT_WORKERS: usize = 4;
+
 /// Everything about nudges that configuration decides.
 #[derive(Clone, Debug)]
 pub struct NudgeSettings {
@@ -21,9 +27,10 @@ pub struct NudgeSettings {
     /// Due rows claimed per transaction.
     pub batch: u64,
     /// Ticks this instance runs at once on PostgreSQL (claims skip each other's rows, as
-    /// two instances' do): one tick waits on the database half the time, so two keep both
-    /// busy (1,938 nudges/s with one, 3,706/s with two in BENCHMARKS.md). SQLite has one
-    /// writer, so one there.
+    /// two instances' do). One tick spends most of its time waiting: on each statement in
+    /// turn, on pages read into the buffer cache, on its commit's WAL flush; so more ticks
+    /// than database cores still pay (see `DEFAULT_WORKERS`). SQLite has one writer, so
+    /// one there.
     pub workers: usize,
     /// How often the scheduler looks for due nudges. An idle look is one indexed query.
     pub poll_interval: Duration,
@@ -37,7 +44,7 @@ impl Default for NudgeSettings {
             caps: Caps::default(),
             quiet_hours: QuietHours::parse("21:00-08:00").ok(),
             batch: 500,
-            workers: 2,
+            workers: DEFAULT_WORKERS,
             poll_interval: Duration::from_secs(5),
             clock: Clock::system(),
         }

@@ -60,6 +60,7 @@ both_nudges!(settings =>
 );
 both_nudges!(default_caps => the_budget_goes_to_the_higher_priority_flow);
 both_nudges!(settings => nudge_texts_are_in_the_subjects_language);
+both_nudges!(settings => the_log_keeps_its_lines_when_it_stops_referencing_enrollments);
 both_nudges!(quiet_evenings => quiet_hours_hold_nudges_in_the_subjects_zone);
 
 const HOUR: u64 = 3600;
@@ -664,4 +665,54 @@ async fn nudge_texts_are_in_the_subjects_language(app: TestApp) {
     // And the log keeps what each subject was sent.
     let titles = app.rows("SELECT title FROM nudge_log ORDER BY title").await;
     assert_eq!(titles, vec!["Commencez".to_string(), "Get started".to_string()]);
+}
+
+/// Inserts a log line for an enrollment id by hand; whether the database took it.
+async fn insert_line(app: &TestApp, occurrence: &str, enrollment_id: i64) -> bool {
+    let sql = format!(
+        "INSERT INTO nudge_log (occurrence, subject_id, enrollment_id, flow_key, flow_version, rule_key, anchor_at, \
+         number, outcome, channel, title, message, at) VALUES ('{occurrence}', 1, {enrollment_id}, 'welcome', 1, \
+         'start', '2026-01-01T00:00:00Z', 1, 'SENT', 'in_app', 't', 'm', '2026-01-01T00:00:00Z')"
+    );
+    app.db.execute_unprepared(&sql).await.is_ok()
+}
+
+/// Migration 000012 drops the log's foreign key to enrollments (on SQLite by rebuilding
+/// the table): the lines written before stay, with their ids, the occurrence stays unique
+/// (what makes a send happen once), the indexes are back, and going down restores the key.
+async fn the_log_keeps_its_lines_when_it_stops_referencing_enrollments(app: TestApp) {
+    use migration::MigratorTrait;
+    app.publish(flow("welcome", 0, json!([rule("start", json!({"kind": "not_started", "after": "PT24H"}))]))).await;
+    app.start_as("alice", "welcome").await;
+    advance(&app, 25);
+    settle(&app).await;
+    assert_eq!(log(&app).await, vec![line("alice", "welcome", "start", 1, "SENT")]);
+    let id_before = app.count("SELECT MAX(id) FROM nudge_log").await;
+    let unknown_enrollment = 1_000_000_000;
+
+    // Down one: the key is back, so a line for no enrollment is refused.
+    migration::Migrator::down(&app.db, Some(1)).await.expect("down to 000011");
+    assert!(!insert_line(&app, "x:orphan:0:1", unknown_enrollment).await, "the foreign key refuses it");
+    assert_eq!(log(&app).await, vec![line("alice", "welcome", "start", 1, "SENT")], "kept going down");
+
+    // Up again: the same lines, ids kept, no key, occurrences still unique.
+    migration::Migrator::up(&app.db, None).await.expect("up to the latest");
+    assert_eq!(log(&app).await, vec![line("alice", "welcome", "start", 1, "SENT")], "kept going up");
+    assert_eq!(app.count("SELECT MAX(id) FROM nudge_log").await, id_before);
+    assert!(insert_line(&app, "x:orphan:0:1", unknown_enrollment).await, "no foreign key any more");
+    assert!(!insert_line(&app, "x:orphan:0:1", unknown_enrollment).await, "occurrence is still unique");
+    assert!(app.count("SELECT MAX(id) FROM nudge_log").await > id_before, "ids go on after the old ones");
+    let indexes = if app.is_postgres() {
+        "SELECT COUNT(*) FROM pg_indexes WHERE tablename = 'nudge_log' \
+         AND indexname IN ('nudge_log_subject', 'nudge_log_rule')"
+    } else {
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'nudge_log' \
+         AND name IN ('nudge_log_subject', 'nudge_log_rule')"
+    };
+    assert_eq!(app.count(indexes).await, 2);
+    // nudgeResults joins the enrollments: the orphan line is not counted.
+    let results = app
+        .ok(&app.admin(), "{ nudgeResults(flowKey: \"welcome\") { ruleKey sent { enrollments } } }", json!({}))
+        .await;
+    assert_eq!(results["nudgeResults"][0]["sent"]["enrollments"], 1, "{results:#}");
 }
