@@ -217,7 +217,7 @@ pub async fn nudges(args: &Args, server: &Server) -> anyhow::Result<Vec<Row>> {
         cores,
     });
 
-    // Due: one scheduler, then two, each on the next `nudge_due` rows.
+    // Due: one scheduler, then the default number racing, each on the next `nudge_due` rows.
     let mut after = earliest - chrono::Duration::seconds(5);
     for &instances in &args.nudge_schedulers {
         let Some(at) = nth_due(&db, after, args.nudge_due).await? else {
