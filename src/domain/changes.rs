@@ -7,6 +7,8 @@ use super::progress::{Enrollment, EnrollmentStatus, StepStatus};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DomainEventKind {
+    /// The subject was enrolled (not derived by `between`: there is no state before).
+    OnboardingStarted,
     StepCompleted,
     StepSkipped,
     OnboardingCompleted,
@@ -16,6 +18,7 @@ pub enum DomainEventKind {
 impl DomainEventKind {
     pub fn name(self) -> &'static str {
         match self {
+            DomainEventKind::OnboardingStarted => "onboarding_started",
             DomainEventKind::StepCompleted => "step_completed",
             DomainEventKind::StepSkipped => "step_skipped",
             DomainEventKind::OnboardingCompleted => "onboarding_completed",

@@ -17,8 +17,8 @@ pub struct WebhookEndpoint {
     pub id: ID,
     /// Where deliveries are POSTed.
     pub url: String,
-    /// `*` (every event type) or event types: step.completed, step.skipped,
-    /// onboarding.completed, onboarding.skipped, nudge.due.
+    /// `*` (every event type) or event types: onboarding.started, step.completed,
+    /// step.skipped, onboarding.completed, onboarding.skipped, nudge.due.
     pub event_types: Vec<String>,
     /// A note for people, e.g. what receives these events.
     pub description: Option<String>,
@@ -267,8 +267,8 @@ impl WebhookMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Where to POST deliveries: https in production (see README: Webhooks, Safety).")] url: String,
-        #[graphql(desc = "`*` for every event type, or some of step.completed, step.skipped, \
-                          onboarding.completed, onboarding.skipped, nudge.due.")]
+        #[graphql(desc = "`*` for every event type, or some of onboarding.started, step.completed, \
+                          step.skipped, onboarding.completed, onboarding.skipped, nudge.due.")]
         event_types: Vec<String>,
         #[graphql(desc = "A note for people, e.g. what receives these events.")] description: Option<String>,
     ) -> Result<WebhookEndpointSecret> {

@@ -358,7 +358,7 @@ async fn steps_of(db: &impl ConnectionTrait, enrollment_ids: Vec<i64>) -> Result
 }
 
 /// Inserts a new enrollment unless the subject already has one for the flow key (another
-/// transaction may have won the race); the caller reads it back either way.
+/// transaction may have won the race); whether it did. The caller reads it back either way.
 pub async fn insert(
     db: &impl ConnectionTrait,
     subject_id: i64,
@@ -366,7 +366,7 @@ pub async fn insert(
     flow_key: &str,
     state: &Enrollment,
     assignment: Option<&Assignment>,
-) -> Result<(), DbErr> {
+) -> Result<bool, DbErr> {
     let row = enrollment::ActiveModel {
         id: NotSet,
         subject_id: Set(subject_id),
@@ -387,11 +387,12 @@ pub async fn insert(
         .on_conflict_do_nothing_on([enrollment::Column::SubjectId, enrollment::Column::FlowKey])
         .exec_without_returning(db)
         .await?;
-    if matches!(inserted, TryInsertResult::Inserted(n) if n > 0) {
+    let created = matches!(inserted, TryInsertResult::Inserted(n) if n > 0);
+    if created {
         let cohort = Cohort { flow_id, variant: assignment.map(|a| a.variant.clone()), started_at: state.started_at };
         rollup_store::record(db, &rollup::changes(None, Some((&cohort, state)))).await?;
     }
-    Ok(())
+    Ok(created)
 }
 
 /// One enrollment's write: the record as it was loaded, the state to store, and the steps

@@ -10,10 +10,10 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use serde_json::{Value, json};
 
 use super::Onramp;
-use crate::domain::changes::{Award, DomainEvent};
+use crate::domain::changes::{Award, DomainEvent, DomainEventKind};
 use crate::domain::{Enrollment, EventFact, Outcome, ProgressError, changes, nudges, progress, triggers};
 use crate::error::AppResult;
-use crate::persistence::enrollments::{self, EnrollmentRecord, Save};
+use crate::persistence::enrollments::{self, Assignment, EnrollmentRecord, Save};
 use crate::persistence::flows::FlowRecord;
 use crate::persistence::nudges as nudge_store;
 use crate::persistence::outbox::{self, OutboxEntry};
@@ -40,6 +40,40 @@ struct Planned<'a> {
 }
 
 impl Onramp {
+    /// Enrolls the subject in this version of the flow, unless another transaction just
+    /// did (the caller reads the enrollment back either way). The enrollment it makes goes
+    /// to the outbox as `onboarding_started` in the same transaction, whichever use case
+    /// made it: starting the flow, its audience, an event.
+    pub(super) async fn enroll(
+        &self,
+        txn: &DatabaseTransaction,
+        subject: &SubjectRecord,
+        flow: &FlowRecord,
+        assignment: Option<&Assignment>,
+        now: DateTime<Utc>,
+    ) -> AppResult<()> {
+        let state = Enrollment::new(now);
+        if !enrollments::insert(txn, subject.id, flow.id, &flow.key, &state, assignment).await? {
+            return Ok(());
+        }
+        let mut payload = json!({ "revision": state.revision });
+        if let Some(a) = assignment {
+            payload["experiment"] = json!({ "key": a.experiment_key, "variant": a.variant });
+        }
+        let entry = OutboxEntry {
+            kind: DomainEventKind::OnboardingStarted.name(),
+            subject_id: subject.external_id.clone(),
+            flow_key: flow.key.clone(),
+            flow_version: flow.version,
+            step_key: None,
+            payload,
+        };
+        let mut writes = Writes::new(txn.get_database_backend());
+        outbox::append(&mut writes, vec![entry], now);
+        writes.run(txn).await?;
+        Ok(())
+    }
+
     /// Changes an enrollment, then lets the owner's stored events complete what they
     /// trigger, and saves.
     pub(super) async fn advance(

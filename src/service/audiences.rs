@@ -5,7 +5,6 @@ use chrono::{DateTime, Utc};
 use sea_orm::DatabaseTransaction;
 
 use super::Onramp;
-use crate::domain::Enrollment;
 use crate::error::AppResult;
 use crate::persistence::enrollments;
 use crate::persistence::flows::FlowRecord;
@@ -84,8 +83,7 @@ impl Onramp {
             if !flow.definition.enrolls_automatically(&subject.attributes) {
                 continue;
             }
-            enrollments::insert(txn, subject.id, flow.id, &flow.key, &Enrollment::new(now), assignment.as_ref())
-                .await?;
+            self.enroll(txn, subject, &flow, assignment.as_ref(), now).await?;
             if let Some(a) = &assignment {
                 self.expose(txn, a, &subject.external_id, now).await?;
             }

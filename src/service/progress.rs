@@ -3,7 +3,7 @@
 
 use super::{News, Onramp, Party, Snapshot};
 use crate::domain::limits::{check_json, shorten};
-use crate::domain::{Command, Enrollment, Owner, Source, progress, triggers};
+use crate::domain::{Command, Owner, Source, progress, triggers};
 use crate::error::{AppError, AppResult};
 use crate::persistence::{begin_read, begin_write, enrollments, events, subjects};
 
@@ -175,8 +175,7 @@ impl Onramp {
                         shorten(flow_key)
                     )));
                 }
-                enrollments::insert(&txn, subject.id, flow.id, flow_key, &Enrollment::new(now), assignment.as_ref())
-                    .await?;
+                self.enroll(&txn, &subject, &flow, assignment.as_ref(), now).await?;
                 if let Some(a) = &assignment {
                     self.expose(&txn, a, &key, now).await?;
                 }

@@ -389,7 +389,8 @@ async fn a_reused_id_with_other_content_is_a_conflict(app: TestApp) {
     assert_eq!(rows(&app, "SELECT name FROM events").await, ["team.invited"]);
     assert_eq!(events_of(&app, "mallory").await, 0);
     assert_eq!(app.count("SELECT COUNT(*) FROM step_progress WHERE status <> 'PENDING'").await, 0);
-    assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 0);
+    // Only the two enrollments made before: no step event.
+    assert_eq!(outbox(&app).await, ["onboarding_started:", "onboarding_started:"]);
     assert_eq!(status(&app, "alice", "setup").await, before);
     assert_eq!(enrollment_number(&app, "points", "mallory", "setup").await, 0);
     assert_eq!(enrollment_number(&app, "revision", "mallory", "setup").await, 1);
@@ -431,7 +432,7 @@ async fn concurrent_retries_are_applied_once(app: TestApp) {
     assert_eq!(after["revision"], 2, "enrollment, then one completion");
     assert_eq!(app.count("SELECT COUNT(*) FROM events").await, 1);
     assert_eq!(app.count("SELECT COUNT(*) FROM step_progress WHERE status <> 'PENDING'").await, 1);
-    assert_eq!(outbox(&app).await, ["step_completed:verify"]);
+    assert_eq!(outbox(&app).await, ["onboarding_started:", "step_completed:verify"]);
 }
 
 async fn concurrent_events_lose_no_completion(app: TestApp) {
@@ -642,7 +643,7 @@ async fn events_before_enrollment_complete_steps_on_enrollment(app: TestApp) {
     assert_eq!(started["nextStep"]["key"], "invite");
     assert_eq!(stored_step(&app, "dora", "setup", "verify").await, "COMPLETED/EVENT/d-1");
     assert_eq!(status(&app, "dora", "setup").await, started, "what the mutation returned was stored");
-    assert_eq!(outbox(&app).await, ["step_completed:verify"]);
+    assert_eq!(outbox(&app).await, ["onboarding_started:", "step_completed:verify"]);
 
     // eve enrolls by completing another step. Her stored events complete verify (the
     // earliest matching one by occurrence, whatever the arrival order) and then invite,
@@ -697,7 +698,7 @@ async fn an_event_for_a_locked_step_waits_for_its_prerequisite(app: TestApp) {
     assert_eq!(step(&waiting, "invite")["blockedBy"], json!(["verify"]));
     assert_eq!(waiting, before, "nothing changed, not even the revision");
     assert_eq!(app.count("SELECT COUNT(*) FROM step_progress WHERE status <> 'PENDING'").await, 0);
-    assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 0);
+    assert_eq!(outbox(&app).await, ["onboarding_started:"], "only the enrollment made before");
 
     // The user completes the prerequisite: the waiting event completes invite in the
     // same transaction, and the response already shows both.
@@ -715,7 +716,10 @@ async fn an_event_for_a_locked_step_waits_for_its_prerequisite(app: TestApp) {
     assert_eq!(stored_step(&app, "alice", "gate", "verify").await, "COMPLETED/USER/-");
     assert_eq!(enrollment_number(&app, "points", "alice", "gate").await, 30);
     assert_eq!(status(&app, "alice", "gate").await, after);
-    assert_eq!(outbox(&app).await, ["step_completed:verify", "step_completed:invite", "onboarding_completed:"]);
+    assert_eq!(
+        outbox(&app).await,
+        ["onboarding_started:", "step_completed:verify", "step_completed:invite", "onboarding_completed:"]
+    );
 
     // With a triggered prerequisite: the early invitation waits, then the verification
     // event completes both. Each completion is reported under the event recorded for it.
@@ -747,12 +751,14 @@ async fn an_event_for_a_locked_step_waits_for_its_prerequisite(app: TestApp) {
 async fn outbox_records_domain_events_in_order(app: TestApp) {
     app.publish(setup_flow()).await;
     start(&app, "alice", "setup").await;
-    assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 0, "enrolling is no domain event");
+    assert_eq!(outbox(&app).await, ["onboarding_started:"], "enrolling is one domain event");
+    let started = app.text("SELECT CAST(payload AS TEXT) FROM outbox WHERE kind = 'onboarding_started'").await;
+    assert_eq!(serde_json::from_str::<Value>(&started).expect("JSON"), json!({ "revision": 1 }));
 
     // A failed mutation writes nothing.
     let code = app.code(Some(&app.user("alice")), &complete_mutation(), json!({ "f": "setup", "k": "invite" })).await;
     assert_eq!(code, "STEP_LOCKED");
-    assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 1);
 
     app.ok(&app.user("alice"), &skip_mutation(), json!({ "f": "setup", "k": "tour", "r": "later" })).await;
     assert_new(
@@ -764,16 +770,22 @@ async fn outbox_records_domain_events_in_order(app: TestApp) {
     assert_eq!(done_flow["status"], "COMPLETED");
     assert_eq!(
         outbox(&app).await,
-        ["step_skipped:tour", "step_completed:verify", "step_completed:invite", "onboarding_completed:"]
+        [
+            "onboarding_started:",
+            "step_skipped:tour",
+            "step_completed:verify",
+            "step_completed:invite",
+            "onboarding_completed:"
+        ]
     );
 
     // Who, which flow, and what each row says.
     assert_eq!(
         app.count("SELECT COUNT(*) FROM outbox WHERE subject_id = 'alice' AND flow_key = 'setup' AND flow_version = 1")
             .await,
-        4
+        5
     );
-    assert_eq!(app.count("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").await, 4);
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").await, 5);
     let payload = |kind: &'static str, step: &'static str| {
         let app = &app;
         async move {
@@ -808,7 +820,7 @@ async fn outbox_records_domain_events_in_order(app: TestApp) {
     let skip_flow = "mutation($f: String!) { skipOnboarding(flowKey: $f) { status } }";
     let code = app.code(Some(&app.user("alice")), skip_flow, json!({ "f": "setup" })).await;
     assert_eq!(code, "CONFLICT");
-    assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 5);
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 6);
 
     // bob dismisses the flow; a required step cannot be skipped.
     start(&app, "bob", "setup").await;
@@ -819,9 +831,9 @@ async fn outbox_records_domain_events_in_order(app: TestApp) {
     assert_eq!(
         rows(&app, "SELECT kind || ':' || COALESCE(step_key, '') FROM outbox WHERE subject_id = 'bob' ORDER BY id")
             .await,
-        ["onboarding_skipped:"]
+        ["onboarding_started:", "onboarding_skipped:"]
     );
-    assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 6);
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 8);
 }
 
 async fn only_services_and_admins_track_events(app: TestApp) {

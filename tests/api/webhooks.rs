@@ -201,11 +201,18 @@ async fn a_completion_reaches_each_subscribed_endpoint_once_signed(app: TestApp)
     let (_, _) = create(&app, &skips.url(), &["onboarding.skipped", "step.skipped"]).await;
 
     app.complete_as("alice", "welcome", "verify_email").await;
-    let to_all = all.wait_for(1, WAIT).await;
+    // `*` gets the enrollment and the completion; the others only what they subscribed to.
+    let to_all = all.wait_for(2, WAIT).await;
     let to_steps = steps.wait_for(1, WAIT).await;
-    all.expect_no_more_than(1, QUIET).await;
+    all.expect_no_more_than(2, QUIET).await;
     steps.expect_no_more_than(1, Duration::ZERO).await;
     skips.expect_no_more_than(0, Duration::ZERO).await;
+    let of_type = |t: &str| to_all.iter().find(|r| r.json["type"] == t).cloned().expect("delivered");
+    let started = of_type("onboarding.started");
+    assert_eq!(started.json["data"]["owner"], json!({ "type": "user", "id": "alice" }), "{:#}", started.json);
+    assert_eq!(started.json["data"]["revision"], 1, "{:#}", started.json);
+    assert_signed(&started, &all_secret);
+    let to_all = [of_type("step.completed")];
 
     let other = &to_steps[0];
     assert!(!all_secret.verifies(&other.signature, &other.id, other.timestamp, other.body.as_bytes()));
@@ -236,7 +243,7 @@ async fn a_completion_reaches_each_subscribed_endpoint_once_signed(app: TestApp)
 
     // Completing the flow: the catch-all endpoint gets both events.
     app.complete_as("alice", "welcome", "profile").await;
-    let to_all = all.wait_for(3, WAIT).await;
+    let to_all = all.wait_for(4, WAIT).await;
     let types: Vec<&str> = to_all.iter().map(|r| r.json["type"].as_str().unwrap_or_default()).collect();
     assert_eq!(types.iter().filter(|t| **t == "onboarding.completed").count(), 1, "{types:?}");
     let done = to_all.iter().find(|r| r.json["type"] == "onboarding.completed").unwrap();
@@ -248,7 +255,7 @@ async fn a_completion_reaches_each_subscribed_endpoint_once_signed(app: TestApp)
         "revisions order the events"
     );
     steps.wait_for(2, WAIT).await;
-    all.expect_no_more_than(3, QUIET).await;
+    all.expect_no_more_than(4, QUIET).await;
     steps.expect_no_more_than(2, Duration::ZERO).await;
     skips.expect_no_more_than(0, Duration::ZERO).await;
 
@@ -300,7 +307,7 @@ async fn a_receiver_down_for_a_while_gets_everything_afterwards(app: TestApp) {
     }
     // Every delivery fails at least once while nothing listens.
     let page = wait_for_log(&app, &id, |p| {
-        nodes(p).len() == 3 && nodes(p).iter().all(|n| n["attemptCount"].as_i64() >= Some(2))
+        nodes(p).len() == 6 && nodes(p).iter().all(|n| n["attemptCount"].as_i64() >= Some(2))
     })
     .await;
     let error = nodes(&page)[0]["attempts"][0]["error"].as_str().unwrap_or_default().to_string();
@@ -308,9 +315,10 @@ async fn a_receiver_down_for_a_while_gets_everything_afterwards(app: TestApp) {
     assert!(nodes(&page)[0]["attempts"][0]["statusCode"].is_null());
     assert!(!endpoint(&app, &id).await["failingSince"].is_null(), "the endpoint is failing");
 
+    // Each user's enrollment and completion.
     let receiver = Receiver::start_on(addr).await;
-    let requests = receiver.wait_for(3, WAIT).await;
-    receiver.expect_no_more_than(3, QUIET).await;
+    let requests = receiver.wait_for(6, WAIT).await;
+    receiver.expect_no_more_than(6, QUIET).await;
     let owners: BTreeSet<&str> = requests.iter().map(|r| r.json["data"]["owner"]["id"].as_str().unwrap()).collect();
     assert_eq!(owners, BTreeSet::from(["u1", "u2", "u3"]));
     requests.iter().for_each(|r| assert_signed(r, &secret));
@@ -408,7 +416,7 @@ async fn secrets_are_shown_only_on_creation_and_rotation(app: TestApp) {
 async fn the_delivery_log_pages_and_filters(app: TestApp) {
     publish(&app).await;
     let receiver = Receiver::start().await;
-    let (id, _) = create(&app, &receiver.url(), &["*"]).await;
+    let (id, _) = create(&app, &receiver.url(), &["step.completed", "onboarding.completed"]).await;
     // Two users finish the flow (six events), a third completes one step.
     for user in ["u1", "u2"] {
         app.complete_as(user, "welcome", "verify_email").await;
@@ -492,7 +500,7 @@ async fn redeliver_and_replay_send_again_with_the_same_webhook_id(app: TestApp) 
     // An endpoint made after the events gets them by replay; the first one gets its own
     // deliveries again, same ids.
     let late = Receiver::start().await;
-    let (late_id, late_secret) = create(&app, &late.url(), &["*"]).await;
+    let (late_id, late_secret) = create(&app, &late.url(), &["step.completed"]).await;
     late.expect_no_more_than(0, QUIET).await;
     let replay = "mutation($e: ID!, $s: DateTime!) { replayWebhookEndpoint(endpointId: $e, since: $s) }";
     let since = "2000-01-01T00:00:00Z";
@@ -587,7 +595,8 @@ async fn old_deliveries_and_outbox_rows_are_pruned_after_retention(app: TestApp)
     app.complete_as("alice", "welcome", "verify_email").await;
     receiver.wait_for(1, WAIT).await;
     wait_for_log(&app, &id, |p| nodes(p).first().is_some_and(|n| n["status"] == "SUCCEEDED")).await;
-    assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 1);
+    // The enrollment's row too, which no endpoint takes.
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 2);
 
     // A dispatcher whose clock is past the retention prunes when it starts.
     let later = fast();
@@ -789,7 +798,11 @@ async fn shutdown_finishes_and_records_the_attempts_in_flight(mut app: TestApp) 
     // Stopped: later events wait in the outbox for the next dispatcher.
     app.complete_as("bob", "welcome", "verify_email").await;
     receiver.expect_no_more_than(1, QUIET).await;
-    assert_eq!(app.count("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").await, 1);
+    assert_eq!(
+        app.rows("SELECT kind FROM outbox WHERE delivered_at IS NULL ORDER BY id").await,
+        ["onboarding_started", "step_completed"],
+        "bob's enrollment and completion wait"
+    );
 }
 
 /// Each event type's payload, as delivered, against docs/webhooks/<type>.schema.json (the
@@ -818,11 +831,19 @@ async fn every_payload_matches_the_json_schema_of_its_type(app: TestApp) {
     app.start_as("carol", "reminded").await;
     app.nudges.as_ref().unwrap().clock.advance(std::time::Duration::from_secs(2 * 3600));
 
-    let received = receiver.wait_for(6, WAIT).await;
+    // Alice's, bob's and carol's enrollments, and six changes.
+    let received = receiver.wait_for(9, WAIT).await;
     let types: BTreeSet<&str> = received.iter().filter_map(|r| r.json["type"].as_str()).collect();
     assert_eq!(
         types,
-        BTreeSet::from(["step.completed", "step.skipped", "onboarding.completed", "onboarding.skipped", "nudge.due"]),
+        BTreeSet::from([
+            "onboarding.started",
+            "step.completed",
+            "step.skipped",
+            "onboarding.completed",
+            "onboarding.skipped",
+            "nudge.due"
+        ]),
         "{received:#?}"
     );
     let nudge = received.iter().find(|r| r.json["type"] == "nudge.due").unwrap();

@@ -11,6 +11,8 @@ use crate::domain::Owner;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EventType {
+    /// The owner was enrolled in the flow: by starting it, by its audience, or by an event.
+    OnboardingStarted,
     StepCompleted,
     StepSkipped,
     OnboardingCompleted,
@@ -23,7 +25,8 @@ pub enum EventType {
 pub const ALL_EVENTS: &str = "*";
 
 impl EventType {
-    pub const ALL: [EventType; 5] = [
+    pub const ALL: [EventType; 6] = [
+        EventType::OnboardingStarted,
         EventType::StepCompleted,
         EventType::StepSkipped,
         EventType::OnboardingCompleted,
@@ -34,6 +37,7 @@ impl EventType {
     /// The name receivers and subscriptions use.
     pub fn name(self) -> &'static str {
         match self {
+            EventType::OnboardingStarted => "onboarding.started",
             EventType::StepCompleted => "step.completed",
             EventType::StepSkipped => "step.skipped",
             EventType::OnboardingCompleted => "onboarding.completed",
@@ -49,6 +53,7 @@ impl EventType {
     /// The event type of an outbox kind (`DomainEventKind::name`).
     pub fn of_outbox_kind(kind: &str) -> Option<EventType> {
         match kind {
+            "onboarding_started" => Some(EventType::OnboardingStarted),
             "step_completed" => Some(EventType::StepCompleted),
             "step_skipped" => Some(EventType::StepSkipped),
             "onboarding_completed" => Some(EventType::OnboardingCompleted),
@@ -181,6 +186,11 @@ pub fn render_payload(event: &OutboxEvent<'_>) -> Result<Value, String> {
             nudge.insert("step".into(), Value::from(step));
         }
         data.insert("nudge".into(), Value::Object(nudge));
+    } else if event_type == EventType::OnboardingStarted {
+        // The experiment and variant that chose the version entered, when one did.
+        if let Some(experiment) = event.details.get("experiment").filter(|v| v.is_object()) {
+            data.insert("experiment".into(), experiment.clone());
+        }
     } else {
         data.insert("points".into(), event.details.get("points").cloned().unwrap_or(Value::from(0)));
     }
@@ -248,9 +258,28 @@ mod tests {
     }
 
     #[test]
+    fn an_enrollment_carries_its_experiment_only_when_one_chose_the_version() {
+        let chosen = json!({"revision": 1, "experiment": {"key": "onboarding-v2", "variant": "treatment"}});
+        let payload = render_payload(&event("onboarding_started", "alice", None, &chosen)).unwrap();
+        assert_eq!(payload["type"], "onboarding.started");
+        assert_eq!(payload["data"]["experiment"], json!({"key": "onboarding-v2", "variant": "treatment"}));
+        assert_eq!(payload["data"]["revision"], 1);
+        assert!(payload["data"].get("points").is_none() && payload["data"].get("step").is_none());
+        let plain = render_payload(&event("onboarding_started", "alice", None, &json!({"revision": 1}))).unwrap();
+        assert!(plain["data"].get("experiment").is_none(), "{plain}");
+    }
+
+    #[test]
     fn every_outbox_kind_renders_and_unknown_ones_do_not() {
         let details = json!({"revision": 1});
-        for kind in ["step_completed", "step_skipped", "onboarding_completed", "onboarding_skipped", "nudge_due"] {
+        for kind in [
+            "onboarding_started",
+            "step_completed",
+            "step_skipped",
+            "onboarding_completed",
+            "onboarding_skipped",
+            "nudge_due",
+        ] {
             let step = kind.starts_with("step").then_some("a");
             let payload = render_payload(&event(kind, "bob", step, &details)).unwrap();
             assert_eq!(EventType::parse(payload["type"].as_str().unwrap()), EventType::of_outbox_kind(kind));
