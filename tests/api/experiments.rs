@@ -23,6 +23,7 @@ both!(
     the_latest_decision_on_a_flow_wins,
     only_the_audience_is_exposed,
     deprecated_versions_take_no_new_subjects,
+    the_enrollment_event_names_the_experiment_that_chose_the_version,
 );
 
 const EXPERIMENT_FIELDS: &str = "key flowKey state winner variants { name version weight exposures }";
@@ -747,4 +748,38 @@ async fn deprecated_versions_take_no_new_subjects(app: TestApp) {
     )
     .await;
     assert_eq!(code, "VALIDATION_FAILED", "a deprecated version cannot be a variant");
+}
+
+/// `onboarding_started` (the `onboarding.started` webhook) says which experiment and variant
+/// chose the version entered; an enrollment no experiment chose says nothing of one.
+async fn the_enrollment_event_names_the_experiment_that_chose_the_version(app: TestApp) {
+    two_versions(&app, "new_user").await;
+    app.publish(long_flow("plain")).await;
+    create(&app, "shorter-onboarding", "new_user", halves()).await;
+    start(&app, "shorter-onboarding").await;
+    let subject = subject_assigned_to("shorter-onboarding", &HALVES, "shorter", "ev");
+    complete(&app, "new_user", &subject, "verify_email").await;
+    complete(&app, "plain", &subject, "verify_email").await;
+    let payload = |flow: &str| {
+        let sql = format!(
+            "SELECT CAST(payload AS TEXT) FROM outbox WHERE kind = 'onboarding_started' AND subject_id = '{subject}' \
+             AND flow_key = '{flow}'"
+        );
+        let app = &app;
+        async move { serde_json::from_str::<Value>(&app.text(&sql).await).expect("JSON") }
+    };
+    assert_eq!(
+        payload("new_user").await,
+        json!({ "revision": 1, "experiment": { "key": "shorter-onboarding", "variant": "shorter" } })
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT CAST(flow_version AS BIGINT) FROM outbox WHERE kind = 'onboarding_started' AND flow_key = 'new_user' \
+             AND subject_id = '{subject}'"
+        ))
+        .await,
+        2,
+        "the version the variant serves"
+    );
+    assert_eq!(payload("plain").await, json!({ "revision": 1 }));
 }
