@@ -8,7 +8,8 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,
-    /// step_completed, step_skipped, onboarding_completed or onboarding_skipped.
+    /// A domain event kind (`domain::changes::DomainEventKind::name`, or `nudge_due` from the
+    /// nudge scheduler); `domain::webhooks::EventType::of_outbox_kind` maps each to its webhook.
     pub kind: String,
     pub subject_id: String,
     pub flow_key: String,
